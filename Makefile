@@ -1,0 +1,51 @@
+# helios-orchestrator — `make run` (sandbox + daemon) and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-install
+PYTEST_ARGS ?=
+
+.PHONY: all venv postgres run test test-unit lint bench sandbox-up sandbox-down sandbox-status clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# PostgreSQL server binaries: installed through apt-get on Debian when run as root; otherwise the
+# script explains what to install.
+postgres:
+	@bash deploy/scripts/install-postgres-debian.sh
+
+# The main job: a three-region PostgreSQL sandbox and the daemon watching it. Ctrl-C stops both.
+run: venv postgres
+	$(BIN)/orchestrator sandbox run
+
+sandbox-up: venv postgres
+	$(BIN)/orchestrator sandbox up
+
+sandbox-down: venv
+	$(BIN)/orchestrator sandbox down
+
+sandbox-status: venv
+	$(BIN)/orchestrator sandbox status
+
+test: venv postgres
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -m "not sandbox" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

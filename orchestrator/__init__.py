@@ -1,0 +1,1 @@
+"""helios-orchestrator: automated regional failover for a PostgreSQL service."""

@@ -1,0 +1,162 @@
+"""Composition root: builds probes, metrics, server and loop from the config and runs them.
+
+Guarantees: one root :class:`asyncio.TaskGroup` owns every task; SIGTERM/SIGINT set a stop event,
+the loop finishes its in-flight tick (bounded by the probe timeout), the HTTP server stops, every
+probe and connection is closed, and :func:`run_daemon` returns. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from orchestrator.config import Config, Node
+from orchestrator.health import HealthSettings
+from orchestrator.loop import CycleHook, DaemonState, Loop
+from orchestrator.model import NodeRef, Snapshot, Topology
+from orchestrator.observability.metrics import Metrics
+from orchestrator.observability.server import HttpServer
+from orchestrator.observe import NodeProbes, Observer
+from orchestrator.providers.db_postgres import HeartbeatWriter
+from probes.http import HttpProbe
+from probes.postgres import PostgresProbe
+
+log = structlog.get_logger("helios.app")
+
+
+def topology(cfg: Config) -> Topology:
+    """The frozen topology: regions in preference order and their nodes."""
+    regions = cfg.ordered_regions()
+    return Topology(
+        service=cfg.service,
+        regions=tuple(r.name for r in regions),
+        nodes=tuple(NodeRef(name=n.name, region=r.name) for r in regions for n in r.nodes),
+        rpo=cfg.objectives.rpo,
+        rto=cfg.objectives.rto,
+    )
+
+
+def health_settings(cfg: Config) -> HealthSettings:
+    p = cfg.probes
+    return HealthSettings(
+        failure_threshold=p.failure_threshold,
+        recovery_threshold=p.recovery_threshold,
+        flap_window=p.flap_window,
+        flap_changes=p.flap_changes,
+        rpo=cfg.objectives.rpo,
+        # With the heartbeat written every tick, an upstream that stays silent for longer than
+        # the failure window is gone.
+        receiver_silence=p.failure_threshold * p.interval + 1.0,
+    )
+
+
+def _password(node: Node) -> str | None:
+    return node.password.get_secret_value() if node.password else None
+
+
+def build_observer(cfg: Config) -> Observer:
+    """One SQL probe per node, plus an HTTP probe where a health URL is configured."""
+    timeout = cfg.probes.timeout
+    nodes = []
+    for region, node in cfg.all_nodes():
+        ref = NodeRef(name=node.name, region=region.name)
+        db = PostgresProbe(node.name, node.dsn, _password(node), timeout)
+        http = HttpProbe(node.name, node.health_url, timeout) if node.health_url else None
+        nodes.append(NodeProbes(node=ref, database=db, http=http))
+    return Observer(nodes)
+
+
+def heartbeat_factory(cfg: Config) -> Callable[[str], HeartbeatWriter]:
+    by_name = {n.name: n for _, n in cfg.all_nodes()}
+
+    def make(node_name: str) -> HeartbeatWriter:
+        node = by_name[node_name]
+        return HeartbeatWriter(cfg.service, node.dsn, _password(node), cfg.probes.timeout)
+
+    return make
+
+
+@contextlib.contextmanager
+def _signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_daemon(
+    cfg: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    on_cycle: CycleHook | None = None,
+    on_listening: Callable[[int], None] | None = None,
+) -> None:
+    """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    topo = topology(cfg)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, topo)
+    state = DaemonState(
+        topo=topo,
+        priorities={r.name: r.priority for r in cfg.regions},
+        interval=cfg.probes.interval,
+    )
+    server = HttpServer(state, registry, cfg.listen.address, cfg.listen.port)
+    observer = build_observer(cfg)
+    loop = Loop(
+        state=state,
+        observer=observer,
+        settings=health_settings(cfg),
+        metrics=metrics,
+        heartbeat=heartbeat_factory(cfg) if cfg.probes.heartbeat else None,
+        on_cycle=on_cycle,
+    )
+    with _signals(stop):
+        try:
+            await server.start()
+        except OSError as exc:
+            await observer.aclose()
+            raise OSError(
+                exc.errno, f"cannot listen on {cfg.listen.address}:{cfg.listen.port}: {exc.strerror}"
+            ) from None
+        assert server.port is not None
+        log.info(
+            f"helios-orchestrator watching {len(topo.nodes)} nodes in {len(topo.regions)} regions; "
+            f"metrics on http://{cfg.listen.address}:{server.port}/metrics",
+            reason="STARTED",
+            service=topo.service,
+            port=server.port,
+        )
+        if on_listening is not None:
+            on_listening(server.port)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(loop.run(stop), name="tick-loop")
+        finally:
+            await server.stop()
+            log.info("helios-orchestrator stopped", reason="STOPPED")
+
+
+async def probe_once(cfg: Config) -> tuple[Topology, Snapshot]:
+    """Observe every node once (for ``orchestrator status`` without a daemon)."""
+    observer = build_observer(cfg)
+    try:
+        snap = await observer.snapshot(1, time.time())
+    finally:
+        await observer.aclose()
+    return topology(cfg), snap

@@ -1,0 +1,443 @@
+"""Typed, validated configuration.
+
+Guarantees:
+
+* :func:`load_config` either returns a fully validated :class:`Config` or raises
+  :class:`~orchestrator.errors.ConfigError` listing **every** problem found, each with the dotted
+  field path (``regions[1].nodes[0].dsn``) and, for YAML syntax errors, the line and column.
+* Unknown keys are errors, duplicate YAML keys are errors.
+* Secrets are only accepted by reference (``env:NAME`` or ``file:PATH``); they are resolved at load
+  time into :class:`pydantic.SecretStr`, so a missing variable or unreadable file is reported as
+  a config error, and the value never appears in ``repr``, logs or the JSON Schema.
+* Durations accept ``300s``, ``5m``, ``1h``, ``800ms`` or a number of seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Parse ``300s`` / ``5m`` / ``1h`` / ``800ms`` / a number into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 300s, 5m or 800ms")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ValueError(f"invalid duration {value!r}: expected a number with unit ms, s, m or h")
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)?$"},
+            ],
+            "description": "Duration: seconds as a number, or a string with unit ms, s, m or h.",
+        }
+    ),
+]
+
+_SECRET_REF = re.compile(r"^(env|file):(.+)$")
+
+
+def resolve_secret(ref: object) -> SecretStr:
+    """Resolve an ``env:NAME`` or ``file:PATH`` reference. Literal secrets are refused."""
+    if not isinstance(ref, str):
+        raise ValueError("expected a secret reference env:NAME or file:PATH")
+    m = _SECRET_REF.match(ref)
+    if not m:
+        raise ValueError(
+            "secrets are only accepted by reference: use env:NAME or file:PATH, "
+            "not the secret itself"
+        )
+    scheme, where = m.group(1), m.group(2)
+    if scheme == "env":
+        if where not in os.environ:
+            raise ValueError(f"environment variable {where} is not set")
+        return SecretStr(os.environ[where])
+    path = Path(where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {where}: {exc.strerror or exc}") from None
+    return SecretStr(text.rstrip("\r\n"))
+
+
+SecretRef = Annotated[
+    SecretStr,
+    BeforeValidator(resolve_secret),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(env|file):.+$",
+            "description": "Secret reference: env:NAME or file:PATH.",
+        }
+    ),
+]
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 lower-case letters, digits and dashes, "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
+]
+
+
+def _check_dsn(dsn: str) -> str:
+    try:
+        parts = conninfo_to_dict(dsn)
+    except Exception as exc:  # psycopg raises ProgrammingError with a libpq message
+        raise ValueError(f"not a valid libpq connection string: {exc}") from None
+    if "password" in parts:
+        raise ValueError(
+            "the DSN must not contain a password; use the node's `password: env:NAME` "
+            "or `password: file:PATH`"
+        )
+    if not parts.get("host") and not parts.get("hostaddr"):
+        raise ValueError("the DSN must name a host (host=... or hostaddr=...)")
+    return dsn
+
+
+def _check_target(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    host = value.rstrip(".")
+    label = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+    if re.fullmatch(rf"{label}(\.{label})*", host):
+        return value
+    raise ValueError(f"{value!r} is neither an IP address nor a host name")
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+# --- cross-field checks ---------------------------------------------------------------------
+# Shared by the model validators and by the raw-data pass that reports them even when other
+# fields failed (pydantic skips model validators once a field is invalid).
+
+
+def _timing_problem(interval: float, timeout: float) -> str | None:
+    if timeout >= interval:
+        return (
+            f"timeout ({timeout:g}s) must be shorter than interval ({interval:g}s) "
+            "so a tick never overruns"
+        )
+    return None
+
+
+def _uniqueness_problems(
+    regions: list[tuple[object, object, list[object]]],
+) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen_regions: dict[object, int] = {}
+    seen_prio: dict[object, object] = {}
+    seen_nodes: dict[object, str] = {}
+    for i, (name, priority, nodes) in enumerate(regions):
+        if name in seen_regions:
+            problems.append((f"regions[{i}].name", f"region name {name!r} is used twice"))
+        seen_regions.setdefault(name, i)
+        if priority in seen_prio:
+            problems.append(
+                (
+                    f"regions[{i}].priority",
+                    f"priority {priority} is already used by region {seen_prio[priority]!r}",
+                )
+            )
+        seen_prio.setdefault(priority, name)
+        for j, node in enumerate(nodes):
+            if node in seen_nodes:
+                problems.append(
+                    (f"regions[{i}].nodes[{j}].name", f"node name {node!r} is used twice")
+                )
+            seen_nodes.setdefault(node, f"regions[{i}].nodes[{j}]")
+    return problems
+
+
+def _raw_cross_field_problems(data: dict[Any, Any]) -> list[str]:
+    """Best-effort cross-field checks on unvalidated data (each value may be malformed)."""
+    out: list[str] = []
+    regions = data.get("regions")
+    if isinstance(regions, list):
+        rows: list[tuple[object, object, list[object]]] = []
+        for r in regions:
+            if not isinstance(r, dict):
+                continue
+            nodes = r.get("nodes") if isinstance(r.get("nodes"), list) else []
+            names = [n.get("name") for n in nodes if isinstance(n, dict) and "name" in n]
+            rows.append((r.get("name"), r.get("priority"), names))
+        out += [f"{path}: {msg}" for path, msg in _uniqueness_problems(rows) if msg]
+    probes = data.get("probes")
+    if isinstance(probes, dict):
+        try:
+            interval = parse_duration(probes.get("interval", 1.0))
+            timeout = parse_duration(probes.get("timeout", 0.8))
+        except ValueError:
+            return out
+        problem = _timing_problem(interval, timeout)
+        if problem:
+            out.append(f"probes: {problem}")
+    return out
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objectives(_Strict):
+    """Recovery objectives from the business continuity plan."""
+
+    rto: Duration = Field(300.0, gt=0, description="Recovery time objective.")
+    rpo: Duration = Field(60.0, gt=0, description="Recovery point objective (max data loss).")
+
+
+class Node(_Strict):
+    """One database node."""
+
+    name: Name
+    driver: Literal["postgres"] = "postgres"
+    dsn: Annotated[str, AfterValidator(_check_dsn)] = Field(
+        description="libpq connection string without a password, e.g. 'host=db1 port=5432 "
+        "dbname=postgres user=helios'."
+    )
+    password: SecretRef | None = Field(None, description="Password reference for the DSN user.")
+    health_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+        None, description="Optional HTTP health endpoint probed beside SQL."
+    )
+    dns_target: Annotated[str, AfterValidator(_check_target)] | None = Field(
+        None, description="The address (A/AAAA) or host name (CNAME) clients should use."
+    )
+
+
+class Region(_Strict):
+    """A region and its nodes. Lower ``priority`` is preferred for the primary."""
+
+    name: Name
+    priority: int = Field(ge=1, description="Preference order for the primary (1 = first).")
+    nodes: list[Node] = Field(min_length=1)
+
+
+class ProbeSettings(_Strict):
+    """How often and how patiently nodes are probed, and the hysteresis thresholds."""
+
+    interval: Duration = Field(1.0, gt=0, description="Time between ticks.")
+    timeout: Duration = Field(0.8, gt=0, description="Budget of one probe; below the interval.")
+    failure_threshold: int = Field(
+        3, ge=1, description="Consecutive failed ticks before a node is DOWN."
+    )
+    recovery_threshold: int = Field(
+        3, ge=1, description="Consecutive good ticks before a DOWN node is HEALTHY again."
+    )
+    flap_window: int = Field(
+        10, ge=2, description="Ticks looked at to detect flapping (repeated up/down changes)."
+    )
+    flap_changes: int = Field(
+        4, ge=2, description="Up/down changes within the window that mark a node as flapping."
+    )
+    heartbeat: bool = Field(
+        True, description="Write the heartbeat row on the primary every tick (lag in seconds)."
+    )
+
+    @model_validator(mode="after")
+    def _timeout_below_interval(self) -> ProbeSettings:
+        problem = _timing_problem(self.interval, self.timeout)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class Listen(_Strict):
+    """Where the metrics / health / API HTTP server listens."""
+
+    address: str = Field("127.0.0.1", description="Bind address; loopback by default.")
+    port: int = Field(9187, ge=0, le=65535, description="TCP port (0 picks a free port).")
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+
+class Config(_Strict):
+    """The whole orchestrator configuration."""
+
+    service: Name = Field(description="Service name; used in metrics, logs and DNS.")
+    objectives: Objectives = Objectives()
+    regions: list[Region] = Field(min_length=1)
+    probes: ProbeSettings = ProbeSettings()
+    listen: Listen = Listen()
+    state_dir: str = Field(
+        "/var/lib/helios-orchestrator", description="Where the daemon keeps its state."
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        problems = _uniqueness_problems(
+            [(r.name, r.priority, [n.name for n in r.nodes]) for r in self.regions]
+        )
+        if problems:
+            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
+        return self
+
+    def ordered_regions(self) -> list[Region]:
+        """Regions by preference (priority ascending)."""
+        return sorted(self.regions, key=lambda r: r.priority)
+
+    def region_of(self, node_name: str) -> str:
+        for r in self.regions:
+            for n in r.nodes:
+                if n.name == node_name:
+                    return r.name
+        raise KeyError(node_name)
+
+    def all_nodes(self) -> list[tuple[Region, Node]]:
+        return [(r, n) for r in self.ordered_regions() for n in r.nodes]
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", mark
+            )
+        seen[key] = True
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """``('regions', 1, 'nodes', 0, 'dsn')`` -> ``regions[1].nodes[0].dsn``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """One ``path: message`` line per pydantic error."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = format_loc(tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if not err["loc"] and re.match(r"^[a-z_]+[\[.:]", msg):
+            # Config-level checks already name their field paths, one per problem.
+            lines.extend(msg.split("; "))
+        else:
+            lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML/JSON data."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of settings"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = validation_messages(exc)
+        for extra in _raw_cross_field_problems(data):
+            if extra not in problems and not any(extra in p for p in problems):
+                problems.append(extra)
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML config file. Raises :class:`ConfigError` on any problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(str(p), [f"YAML syntax error at {where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"YAML error: {exc}"]) from None
+    return parse_config(data, str(p))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "helios-orchestrator configuration"
+    return schema
