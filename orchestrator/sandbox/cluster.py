@@ -1,0 +1,614 @@
+"""The local three-region sandbox: a PostgreSQL primary (``us-east``) and two streaming
+replicas (``us-west``, ``eu``) on loopback ports, all under one state directory::
+
+    <state>/data/<region>            data directories (PostgreSQL user, 0700)
+    <state>/run                      unix sockets (PostgreSQL user, 0700)
+    <state>/logs/<region>.log        server output, plus initdb / pg_basebackup output
+    <state>/secrets/helios.password  the helios role's password (invoking user, 0600)
+    <state>/sandbox.json             ports, PIDs, OS user
+    <state>/orchestrator.yaml        a generated orchestrator configuration
+
+When run as root, every PostgreSQL program runs as the ``postgres`` OS user. Postmasters are
+started directly (``postgres -D``) as session leaders, so their PIDs are the real ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError, SandboxError
+from orchestrator.sandbox import procs
+from orchestrator.sandbox.pgbin import PgTools
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_PORT = 55431
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+TOOL_TIMEOUT = 180.0
+LOCK_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class RegionStatus:
+    region: str
+    port: int
+    pid: int | None
+    state: str  # "running" | "stopped" | "hung" | "missing"
+    role: str  # "primary" | "replica" (from standby.signal) | "unknown" when missing
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    state_dir: Path
+    config_path: Path
+    regions: tuple[RegionStatus, ...]
+
+
+def _duration(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    return f"{ms}ms" if ms % 1000 else f"{ms // 1000}s"
+
+
+class Sandbox:
+    """See the module docstring. Every method is safe to repeat."""
+
+    REGIONS = ("us-east", "us-west", "eu")
+
+    def __init__(
+        self,
+        state_dir: Path,
+        base_port: int | None = None,
+        service: str = "helios-sandbox",
+        metrics_port: int = 9187,
+        interval: float = 1.0,
+        timeout: float = 0.8,
+        failure_threshold: int = 3,
+        recovery_threshold: int = 3,
+    ) -> None:
+        """``base_port=None`` means: the port recorded in ``sandbox.json``, else 55431."""
+        self.state_dir = Path(state_dir).expanduser().absolute()
+        if base_port is not None:
+            self._check_ports(base_port)
+        if not 0 <= metrics_port <= 65535:
+            raise SandboxError(f"metrics port {metrics_port} is not a TCP port")
+        if not 0 < timeout < interval:
+            raise SandboxError(
+                f"probe timeout ({timeout:g}s) must be positive and below the interval "
+                f"({interval:g}s)"
+            )
+        if failure_threshold < 1 or recovery_threshold < 1:
+            raise SandboxError("failure and recovery thresholds must be at least 1")
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", service):
+            raise SandboxError(f"service name {service!r}: use lower-case letters, digits, dashes")
+        self._requested_port = base_port
+        self.service = service
+        self.metrics_port = metrics_port
+        self.interval = interval
+        self.timeout = timeout
+        self.failure_threshold = failure_threshold
+        self.recovery_threshold = recovery_threshold
+
+    # --- paths and small accessors --------------------------------------------------------
+
+    def _region(self, region: str) -> str:
+        if region not in self.REGIONS:
+            raise SandboxError(
+                f"unknown region {region!r}; valid regions: {', '.join(self.REGIONS)}"
+            )
+        return region
+
+    def data_dir(self, region: str) -> Path:
+        return self.state_dir / "data" / self._region(region)
+
+    def _log_path(self, region: str) -> Path:
+        return self.state_dir / "logs" / f"{region}.log"
+
+    @property
+    def _run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def _secret_path(self) -> Path:
+        return self.state_dir / "secrets" / "helios.password"
+
+    @property
+    def _meta_path(self) -> Path:
+        return self.state_dir / "sandbox.json"
+
+    def config_path(self) -> Path:
+        return self.state_dir / "orchestrator.yaml"
+
+    def _meta(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def base_port(self) -> int:
+        recorded = self._meta().get("base_port")
+        if isinstance(recorded, int):
+            return recorded
+        return self._requested_port if self._requested_port is not None else DEFAULT_BASE_PORT
+
+    def port(self, region: str) -> int:
+        return self.base_port + self.REGIONS.index(self._region(region))
+
+    def dsn(self, region: str, dbname: str = "postgres") -> str:
+        return make_conninfo(
+            "",
+            host="127.0.0.1",
+            port=self.port(region),
+            dbname=dbname,
+            user="helios",
+            connect_timeout=2,
+        )
+
+    def password(self) -> str:
+        try:
+            return self._secret_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            raise SandboxError(
+                f"no helios password at {self._secret_path}; run `orchestrator sandbox up` first"
+            ) from None
+
+    def postmaster_pid(self, region: str) -> int | None:
+        return procs.postmaster_pid(self.data_dir(region))
+
+    def _exists(self, region: str) -> bool:
+        return (self.data_dir(region) / "PG_VERSION").is_file()
+
+    def _is_replica(self, region: str) -> bool:
+        return (self.data_dir(region) / "standby.signal").exists()
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> SandboxStatus:
+        regions = tuple(
+            RegionStatus(
+                region=r,
+                port=self.port(r),
+                pid=self.postmaster_pid(r),
+                state=self._state(r),
+                role=("replica" if self._is_replica(r) else "primary")
+                if self._exists(r)
+                else "unknown",
+                data_dir=self.data_dir(r),
+            )
+            for r in self.REGIONS
+        )
+        return SandboxStatus(self.state_dir, self.config_path(), regions)
+
+    def _state(self, region: str) -> str:
+        if not self._exists(region):
+            return "missing"
+        pid = self.postmaster_pid(region)
+        if pid is None:
+            return "stopped"
+        return "hung" if procs.is_stopped(pid) else "running"
+
+    # --- environment checks ---------------------------------------------------------------
+
+    @staticmethod
+    def _check_ports(base_port: int) -> None:
+        ports = range(base_port, base_port + 3)
+        if base_port < 1024 or base_port + 2 > 65535:
+            raise SandboxError(f"base port {base_port}: the three ports must lie in 1024-65535")
+        if 5432 in ports:
+            raise SandboxError(f"base port {base_port} would use port 5432; pick another")
+
+    def _check_traversable(self, run_as: procs.RunAs) -> None:
+        """The PostgreSQL user must be able to walk down to the data and socket dirs."""
+        for path in [self.state_dir, *self.state_dir.parents]:
+            if path.exists() and not run_as.can_traverse(path):
+                raise SandboxError(
+                    f"the PostgreSQL OS user {run_as.name!r} cannot enter {path} (needed to "
+                    f"reach {self.state_dir}); choose a different --state-dir, e.g. under /tmp"
+                )
+
+    def _check_port_free(self, region: str) -> None:
+        """A region that is not running must find its port free (nothing else may hold it)."""
+        port = self.port(region)
+        if self._state(region) in ("missing", "stopped") and procs.port_in_use(port):
+            raise SandboxError(
+                f"port {port} (for region {region}) is already in use by another process; "
+                "stop it, or choose another base port or state dir"
+            )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[bool]:
+        """Serialise mutating commands; yields False (no lock) if the state dir is absent."""
+        if not self.state_dir.is_dir():
+            yield False
+            return
+        with procs.file_lock(self.state_dir / ".lock", LOCK_TIMEOUT, f"sandbox {self.state_dir}"):
+            yield True
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _save_meta(self, tools: PgTools, **extra: Any) -> None:
+        meta = self._meta()
+        meta.update(
+            version=1,
+            base_port=self.base_port,
+            ports={r: self.port(r) for r in self.REGIONS},
+            pids={r: self.postmaster_pid(r) for r in self.REGIONS},
+            user=tools.run_as.name,
+            uid=tools.run_as.uid,
+            bindir=str(tools.bin.bindir),
+            **extra,
+        )
+        procs.write_private(self._meta_path, json.dumps(meta, indent=2) + "\n", 0o644)
+
+    def _ensure_password(self) -> bool:
+        """Create the secrets file if needed; True if a new password was generated."""
+        if self._secret_path.is_file() and self._secret_path.read_text(encoding="utf-8").strip():
+            return False
+        procs.write_private(self._secret_path, secrets.token_urlsafe(24) + "\n")
+        return True
+
+    def _write_orchestrator_config(self) -> None:
+        regions = [
+            {
+                "name": region,
+                "priority": i + 1,
+                "nodes": [
+                    {
+                        "name": f"{region}-1",
+                        "driver": "postgres",
+                        "dsn": self.dsn(region),
+                        "password": f"file:{self._secret_path}",
+                        "dns_target": f"127.0.0.{i + 1}",
+                    }
+                ],
+            }
+            for i, region in enumerate(self.REGIONS)
+        ]
+        doc = {
+            "service": self.service,
+            "objectives": {"rto": "300s", "rpo": "60s"},
+            "regions": regions,
+            "probes": {
+                "interval": _duration(self.interval),
+                "timeout": _duration(self.timeout),
+                "failure_threshold": self.failure_threshold,
+                "recovery_threshold": self.recovery_threshold,
+            },
+            "listen": {"address": "127.0.0.1", "port": self.metrics_port},
+            "state_dir": str(self.state_dir / "orchestrator"),
+        }
+        text = "# Generated by `orchestrator sandbox up`; rewritten on every `up`.\n"
+        text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+        procs.write_private(self.config_path(), text, 0o644)
+        try:
+            load_config(self.config_path())
+        except ConfigError as exc:
+            raise SandboxError(f"generated config is invalid: {exc}") from None
+
+    # --- SQL over the unix socket ---------------------------------------------------------
+
+    def _admin(self, region: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host=str(self._run_dir),
+            port=self.port(region),
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=5,
+            autocommit=True,
+        )
+
+    def _bootstrap_roles(self, region: str) -> None:
+        with self._admin(region) as conn:
+            for role, attrs in (("helios", "LOGIN SUPERUSER"), ("replicator", "LOGIN REPLICATION")):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if exists.fetchone() is None:
+                    conn.execute(sql.SQL("CREATE ROLE {} " + attrs).format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("ALTER ROLE helios WITH LOGIN SUPERUSER PASSWORD {}").format(
+                    sql.Literal(self.password())
+                )
+            )
+
+    # --- creating data directories --------------------------------------------------------
+
+    def _staging(self, region: str, tools: PgTools) -> Path:
+        tmp = self.data_dir(region).with_name(f"{region}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        procs.make_dir(tmp, 0o700, tools.run_as)
+        return tmp
+
+    def _configure(self, region: str, data_dir: Path, tools: PgTools) -> None:
+        tools.configure(data_dir, region, self.port(region), self._run_dir)
+
+    def _init_primary(self, region: str, tools: PgTools) -> None:
+        log.info("initdb %s", region)
+        tmp = self._staging(region, tools)
+        tools.initdb(tmp, self._log_path(region), TOOL_TIMEOUT)
+        self._configure(region, tmp, tools)
+        self._install(tmp, region)
+
+    def _install(self, staged: Path, region: str) -> None:
+        target = self.data_dir(region)
+        if target.exists():
+            try:
+                target.rmdir()  # only an empty leftover directory may be replaced
+            except OSError:
+                raise SandboxError(
+                    f"{target} exists but is not a PostgreSQL data directory; remove it"
+                ) from None
+        staged.rename(target)
+
+    def _clone(self, regions: list[str], source: str, tools: PgTools) -> None:
+        """pg_basebackup ``regions`` from ``source`` in parallel, through staging dirs."""
+        slots = {r: r.replace("-", "_") for r in regions}
+        upstream = {
+            r: make_conninfo(
+                "",
+                host="127.0.0.1",
+                port=self.port(source),
+                user="replicator",
+                application_name=r,
+            )
+            for r in regions
+        }
+        with self._admin(source) as conn:  # a slot left by an interrupted clone blocks -C
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = ANY(%s) AND NOT active",
+                (list(slots.values()),),
+            )
+        running: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        try:
+            for r in regions:
+                log.info("pg_basebackup %s from %s", r, source)
+                tmp = self._staging(r, tools)
+                proc = tools.basebackup(upstream[r], tmp, slots[r], self._log_path(r))
+                running.append((r, tmp, proc))
+            deadline = time.monotonic() + TOOL_TIMEOUT
+            for r, _tmp, proc in running:
+                left = max(1.0, deadline - time.monotonic())
+                tools.finish(proc, f"pg_basebackup for {r}", self._log_path(r), left)
+        finally:
+            for _r, _tmp, proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        for r, tmp, _proc in running:
+            self._configure(r, tmp, tools)
+            tools.set_upstream(tmp, upstream[r], slots[r])
+            self._install(tmp, r)
+
+    # --- starting and stopping ------------------------------------------------------------
+
+    def _resume(self, region: str) -> None:
+        data_dir = self.data_dir(region)
+        pids = procs.server_processes(data_dir)
+        pid = procs.postmaster_pid(data_dir)
+        for p in sorted(pids, key=lambda p: p == pid):  # the postmaster last
+            procs.signal_pid(p, signal.SIGCONT)
+
+    def _spawn(self, region: str, tools: PgTools) -> subprocess.Popen[bytes] | None:
+        """Start a region unless it runs already (resuming it if hung)."""
+        data_dir = self.data_dir(region)
+        if not self._exists(region):
+            raise SandboxError(
+                f"region {region} has no data directory in {self.state_dir}; "
+                "run `orchestrator sandbox up`"
+            )
+        if procs.postmaster_pid(data_dir) is not None:
+            self._resume(region)
+            return None
+        procs.kill_all(data_dir)  # leftovers of a killed postmaster still hold shared memory
+        port = self.port(region)
+        self._check_port_free(region)
+        procs.clear_stale_locks(data_dir, self._run_dir / f".s.PGSQL.{port}.lock")
+        self._configure(region, data_dir, tools)
+        log.info("starting %s on port %d", region, port)
+        return tools.postmaster(data_dir, self._log_path(region))
+
+    def _wait_ready(self, region: str, proc: subprocess.Popen[bytes]) -> None:
+        data_dir = self.data_dir(region)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            lines = procs.read_pidfile(data_dir)
+            if (
+                len(lines) >= 8
+                and lines[0].strip() == str(proc.pid)
+                and (lines[7].strip() == "ready")
+            ):
+                return
+            if proc.poll() is not None:
+                raise SandboxError(
+                    f"PostgreSQL for {region} exited during startup (exit {proc.returncode}); "
+                    f"{procs.tail(self._log_path(region))}"
+                )
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"PostgreSQL for {region} was not ready within {READY_TIMEOUT:g}s; "
+                    f"{procs.tail(self._log_path(region))}"
+                )
+            time.sleep(0.05)
+
+    def _start(self, regions: list[str], tools: PgTools) -> None:
+        """Start ``regions``: primaries first, then replicas, each group in parallel."""
+        for group in (
+            [r for r in regions if not self._is_replica(r)],
+            [r for r in regions if self._is_replica(r)],
+        ):
+            started = [(r, self._spawn(r, tools)) for r in group]
+            for region, proc in started:
+                if proc is not None:
+                    self._wait_ready(region, proc)
+
+    def _stop(self, regions: list[str], timeout: float = STOP_TIMEOUT) -> None:
+        """Fast shutdown of ``regions`` together; SIGKILL what is left after ``timeout``."""
+        pids: dict[str, int] = {}
+        for region in regions:
+            pid = self.postmaster_pid(region)
+            if pid is not None:
+                self._resume(region)
+                procs.signal_pid(pid, signal.SIGINT)
+                pids[region] = pid
+        deadline = time.monotonic() + timeout
+        for region, pid in pids.items():
+            left = procs.wait_gone([pid], self.data_dir(region), deadline - time.monotonic())
+            if left:
+                log.warning("%s did not stop within %gs; killing it", region, timeout)
+        for region in regions:
+            if self.data_dir(region).is_dir():
+                procs.kill_all(self.data_dir(region))
+
+    def _running_primary(self, purpose: str) -> str:
+        primaries = [r for r in self.REGIONS if self._exists(r) and not self._is_replica(r)]
+        running = [r for r in primaries if self._state(r) == "running"]
+        if len(running) != 1:
+            raise SandboxError(
+                f"cannot {purpose}: need exactly one running primary, found "
+                f"{', '.join(running) or 'none'} "
+                f"(primaries on disk: {', '.join(primaries) or 'none'})"
+            )
+        return running[0]
+
+    # --- public commands ------------------------------------------------------------------
+
+    def up(self) -> SandboxStatus:
+        """Create what is missing, start what is stopped, resume what is hung."""
+        tools = PgTools.resolve()
+        self._check_traversable(tools.run_as)
+        recorded = self._meta().get("base_port")
+        if recorded is not None and self._requested_port not in (None, recorded):
+            raise SandboxError(
+                f"{self.state_dir} was created with base port {recorded}; use that port, or "
+                "another --state-dir, or `sandbox down --purge` first"
+            )
+        self._check_ports(self.base_port)
+        socket_path = self._run_dir / f".s.PGSQL.{self.base_port}"
+        if len(str(socket_path)) > 107:
+            raise SandboxError(f"state dir path too long for a unix socket: {socket_path}")
+        for region in self.REGIONS:
+            self._check_port_free(region)
+        procs.make_dir(self.state_dir, 0o755)
+        self._check_traversable(tools.run_as)
+        with self._locked():
+            for name in ("logs", "orchestrator", "data"):
+                procs.make_dir(self.state_dir / name, 0o755)
+            procs.make_dir(self.state_dir / "secrets", 0o700)
+            procs.make_dir(self._run_dir, 0o700, tools.run_as)
+            new_password = self._ensure_password()
+            self._save_meta(tools)
+            if not any(self._exists(r) for r in self.REGIONS):
+                self._init_primary(self.REGIONS[0], tools)
+                self._save_meta(tools, bootstrapped=False)
+            self._start([r for r in self.REGIONS if self._exists(r)], tools)
+            if new_password or not self._meta().get("bootstrapped"):
+                self._bootstrap_roles(self._running_primary("create the sandbox roles"))
+                self._save_meta(tools, bootstrapped=True)
+            missing = [r for r in self.REGIONS if not self._exists(r)]
+            if missing:
+                self._clone(missing, self._running_primary(f"create {', '.join(missing)}"), tools)
+                self._start(missing, tools)
+            self._write_orchestrator_config()
+            self._save_meta(tools)
+        return self.status()
+
+    def down(self) -> SandboxStatus:
+        """Fast shutdown of every region together (SIGKILL after a bound); removes nothing."""
+        with self._locked() as locked:
+            if locked:
+                self._stop(list(self.REGIONS))
+                self._refresh_meta()
+        return self.status()
+
+    def destroy(self) -> None:
+        """:meth:`down`, then delete the state directory (only if it looks like a sandbox)."""
+        if not self.state_dir.exists():
+            return
+        with self._locked():
+            self._stop(list(self.REGIONS))
+            names = {p.name for p in self.state_dir.iterdir()} - {".lock"}
+            if names and "sandbox.json" not in names and "data" not in names:
+                raise SandboxError(
+                    f"refusing to delete {self.state_dir}: it does not look like a sandbox"
+                )
+            shutil.rmtree(self.state_dir)
+
+    def kill(self, region: str) -> None:
+        """SIGKILL the region's postmaster only (a crash); no-op if it is not running."""
+        data_dir = self.data_dir(region)
+        with self._locked():
+            pid = procs.postmaster_pid(data_dir)
+            if pid is None:
+                log.info("%s is not running; nothing to kill", region)
+                return
+            procs.signal_pid(pid, signal.SIGKILL)
+            if procs.wait_gone([pid], data_dir, 10.0):
+                raise SandboxError(f"postmaster {pid} of {region} survived SIGKILL")
+            self._refresh_meta()
+
+    def stop(self, region: str) -> None:
+        """Clean fast shutdown of one region; no-op if it is not running."""
+        self._region(region)
+        with self._locked():
+            self._stop([region])
+            self._refresh_meta()
+
+    def start(self, region: str) -> None:
+        """Start one existing region (after stop or kill); resumes it if hung."""
+        self._region(region)
+        tools = PgTools.resolve()
+        with self._locked():
+            self._start([region], tools)
+            self._refresh_meta()
+
+    def hang(self, region: str) -> None:
+        """SIGSTOP the postmaster and every child (each child is its own process group, so
+        this signals all of them): a frozen host. Raises if the region is not running."""
+        data_dir = self.data_dir(region)
+        with self._locked():
+            pid = procs.postmaster_pid(data_dir)
+            if pid is None:
+                raise SandboxError(f"{region} is not running, so it cannot be hung")
+            procs.signal_pid(pid, signal.SIGSTOP)  # first, so it forks no new backends
+            deadline = time.monotonic() + 5.0
+            while True:
+                awake = [p for p in procs.server_processes(data_dir) if not procs.is_stopped(p)]
+                if not awake:
+                    return
+                if time.monotonic() >= deadline:
+                    raise SandboxError(f"could not stop processes {awake} of {region}")
+                for p in awake:
+                    procs.signal_pid(p, signal.SIGSTOP)
+                time.sleep(0.02)
+
+    def unhang(self, region: str) -> None:
+        """SIGCONT every process of the region; no-op if it is not hung."""
+        self._region(region)
+        with self._locked():
+            self._resume(region)
+
+    def _refresh_meta(self) -> None:
+        meta = self._meta()
+        if meta:
+            meta["pids"] = {r: self.postmaster_pid(r) for r in self.REGIONS}
+            procs.write_private(self._meta_path, json.dumps(meta, indent=2) + "\n", 0o644)
