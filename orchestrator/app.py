@@ -66,7 +66,7 @@ def build_observer(cfg: Config) -> Observer:
     nodes = []
     for region, node in cfg.all_nodes():
         ref = NodeRef(name=node.name, region=region.name)
-        db = PostgresProbe(node.name, node.dsn, _password(node), timeout)
+        db = PostgresProbe(node.name, node.dsn, _password(node), timeout, service=cfg.service)
         http = HttpProbe(node.name, node.health_url, timeout) if node.health_url else None
         nodes.append(NodeProbes(node=ref, database=db, http=http))
     return Observer(nodes)
@@ -132,7 +132,8 @@ async def run_daemon(
         except OSError as exc:
             await observer.aclose()
             raise OSError(
-                exc.errno, f"cannot listen on {cfg.listen.address}:{cfg.listen.port}: {exc.strerror}"
+                exc.errno,
+                f"cannot listen on {cfg.listen.address}:{cfg.listen.port}: {exc.strerror}",
             ) from None
         assert server.port is not None
         log.info(

@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="up/down/status/run the sandbox; kill/stop/start/hang/unhang one REGION",
     )
     sb.add_argument("region", nargs="?", help="us-east, us-west or eu")
-    sb.add_argument("--state-dir", default=os.environ.get("HELIOS_SANDBOX_DIR", DEFAULT_SANDBOX_DIR))
+    sb.add_argument(
+        "--state-dir", default=os.environ.get("HELIOS_SANDBOX_DIR", DEFAULT_SANDBOX_DIR)
+    )
     sb.add_argument("--base-port", type=int, default=55431, help="first of three PostgreSQL ports")
     sb.add_argument("--metrics-port", type=int, default=9187, help="daemon metrics port")
     sb.add_argument("--purge", action="store_true", help="with down: also delete the state dir")

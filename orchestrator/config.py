@@ -210,7 +210,8 @@ def _raw_cross_field_problems(data: dict[Any, Any]) -> list[str]:
         for r in regions:
             if not isinstance(r, dict):
                 continue
-            nodes = r.get("nodes") if isinstance(r.get("nodes"), list) else []
+            raw_nodes = r.get("nodes")
+            nodes: list[Any] = raw_nodes if isinstance(raw_nodes, list) else []
             names = [n.get("name") for n in nodes if isinstance(n, dict) and "name" in n]
             rows.append((r.get("name"), r.get("priority"), names))
         out += [f"{path}: {msg}" for path, msg in _uniqueness_problems(rows) if msg]
@@ -355,20 +356,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
         seen[key] = True
     loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+    return dict(loader.construct_pairs(node))
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 

@@ -6,18 +6,18 @@ counters and the recent history each node needs, so no decision depends on a sin
 
 Node verdicts (reason codes in capitals):
 
-* ``UNKNOWN``  – never observed yet (``NOT_OBSERVED``).
-* ``SUSPECT``  – the last probe(s) failed, fewer than ``failure_threshold`` in a row
+* ``UNKNOWN`` - never observed yet (``NOT_OBSERVED``).
+* ``SUSPECT`` - the last probe(s) failed, fewer than ``failure_threshold`` in a row
   (``PROBE_FAILED``).
-* ``DOWN``     – ``failure_threshold`` consecutive failures (``NODE_DOWN``); a DOWN node stays DOWN
+* ``DOWN`` - ``failure_threshold`` consecutive failures (``NODE_DOWN``); a DOWN node stays DOWN
   until ``recovery_threshold`` consecutive successes (``NODE_RECOVERING`` meanwhile) — the
   hysteresis that stops a flapping node from bouncing between DOWN and HEALTHY.
-* ``DEGRADED`` – reachable but not fit: replica lag beyond the RPO (``LAG_BEYOND_RPO``),
+* ``DEGRADED`` - reachable but not fit: replica lag beyond the RPO (``LAG_BEYOND_RPO``),
   replication not streaming (``REPLICATION_BROKEN``), replay paused (``REPLAY_PAUSED``), HTTP
   health failing (``HTTP_HEALTH_FAILING``), more than one primary (``MULTIPLE_PRIMARIES``), or
   changing between up and down at least ``flap_changes`` times within ``flap_window`` ticks
   (``NODE_FLAPPING``).
-* ``HEALTHY``  – reachable and fit (``OK``).
+* ``HEALTHY`` - reachable and fit (``OK``).
 
 Region verdicts aggregate their nodes: all HEALTHY -> HEALTHY; all (known) DOWN -> DOWN; some
 node still serving (HEALTHY/DEGRADED) beside worse ones -> DEGRADED; SUSPECT and DOWN nodes
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from orchestrator.model import (
     Assessment,
@@ -164,7 +165,7 @@ def _fitness(
 
 
 def _changes(history: tuple[bool, ...]) -> int:
-    return sum(1 for a, b in zip(history, history[1:], strict=False) if a != b)
+    return sum(1 for a, b in pairwise(history) if a != b)
 
 
 # --- regions and the primary ---------------------------------------------------------------

@@ -55,13 +55,12 @@ class Observer:
         ]
         if primaries:
             # With more than one (split brain) the reference is the newest timeline.
-            node, obs = max(primaries, key=lambda p: (p[1].database.timeline or 0))  # type: ignore[union-attr]
+            node, obs = max(primaries, key=lambda p: p[1].database.timeline or 0)  # type: ignore[union-attr]
             assert obs.database is not None
             self._mark = lag.mark_of(node.node.name, obs.database, at)
 
         samples = tuple(
-            self._sample(n, d, h, at)
-            for n, d, h in zip(self._nodes, db_obs, http_obs, strict=True)
+            self._sample(n, d, h, at) for n, d, h in zip(self._nodes, db_obs, http_obs, strict=True)
         )
         return Snapshot(cycle=cycle, at=at, samples=samples)
 

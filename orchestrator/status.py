@@ -17,9 +17,7 @@ STATUS_VERSION = 1
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_status(
@@ -110,8 +108,18 @@ def render_table(doc: dict[str, Any]) -> str:
         f"{doc['reason']}: {doc['sentence']}",
         "",
     ]
-    cols = ["REGION", "VERDICT", "NODE", "ROLE", "NODE VERDICT", "LAG", "LAG BYTES", "RPO USED",
-            "LATENCY", "DETAIL"]
+    cols = [
+        "REGION",
+        "VERDICT",
+        "NODE",
+        "ROLE",
+        "NODE VERDICT",
+        "LAG",
+        "LAG BYTES",
+        "RPO USED",
+        "LATENCY",
+        "DETAIL",
+    ]
     rows: list[list[str]] = []
     for r in doc["regions"]:
         for i, n in enumerate(r["nodes"]):
@@ -132,5 +140,7 @@ def render_table(doc: dict[str, Any]) -> str:
             )
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return "\n".join(head + lines) + "\n"

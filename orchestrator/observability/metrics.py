@@ -76,7 +76,10 @@ class Metrics:
             registry=r,
         )
         self.timeline = Gauge(
-            "helios_node_timeline", "PostgreSQL timeline of the node.", ["region", "node"], registry=r
+            "helios_node_timeline",
+            "PostgreSQL timeline of the node.",
+            ["region", "node"],
+            registry=r,
         )
         self.wal_streaming = Gauge(
             "helios_wal_receiver_streaming",
@@ -110,9 +113,7 @@ class Metrics:
         self.rpo_target = Gauge(
             "helios_rpo_target_seconds", "Recovery point objective.", registry=r
         )
-        self.rto_target = Gauge(
-            "helios_rto_target_seconds", "Recovery time objective.", registry=r
-        )
+        self.rto_target = Gauge("helios_rto_target_seconds", "Recovery time objective.", registry=r)
         self.cycle_duration = Histogram(
             "helios_cycle_duration_seconds",
             "Duration of one tick (observe, judge, heartbeat, record).",
@@ -135,7 +136,9 @@ class Metrics:
             registry=r,
         )
         self.heartbeat_seq = Gauge(
-            "helios_heartbeat_sequence", "Last heartbeat sequence written on the primary.", registry=r
+            "helios_heartbeat_sequence",
+            "Last heartbeat sequence written on the primary.",
+            registry=r,
         )
         self.heartbeat_errors = Counter(
             "helios_heartbeat_errors_total", "Failed heartbeat writes.", registry=r

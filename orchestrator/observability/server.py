@@ -51,9 +51,11 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and serve. Raises OSError if the address is unavailable."""
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self._address, self._port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self._address, self._port)
         try:
             await site.start()
         except BaseException:

@@ -36,16 +36,28 @@ def obs(
 ) -> Observation:
     if not ok:
         return Observation(
-            target=node, kind=Kind.POSTGRES, ok=False, started_at=0.0, latency=0.01,
-            error_class=error, error="boom",
+            target=node,
+            kind=Kind.POSTGRES,
+            ok=False,
+            started_at=0.0,
+            latency=0.01,
+            error_class=error,
+            error="boom",
         )
     if role is Role.PRIMARY:
-        db = DatabaseState(role=role, timeline=timeline, current_lsn=1000, heartbeat=Heartbeat(5, 0))
+        db = DatabaseState(
+            role=role, timeline=timeline, current_lsn=1000, heartbeat=Heartbeat(5, 0)
+        )
     else:
         db = DatabaseState(
-            role=role, timeline=timeline, receive_lsn=1000, replay_lsn=1000,
-            wal_receiver_status=receiver, replay_paused=paused,
-            wal_receiver_last_msg_age=silence, heartbeat=Heartbeat(5, 0),
+            role=role,
+            timeline=timeline,
+            receive_lsn=1000,
+            replay_lsn=1000,
+            wal_receiver_status=receiver,
+            replay_paused=paused,
+            wal_receiver_last_msg_age=silence,
+            heartbeat=Heartbeat(5, 0),
         )
     return Observation(
         target=node, kind=Kind.POSTGRES, ok=True, started_at=0.0, latency=0.01, database=db
@@ -248,7 +260,8 @@ def test_region_aggregation(verdicts: list[Verdict], expected: Verdict) -> None:
     from orchestrator.model import NodeHealth
 
     nodes = [
-        NodeHealth(node=NodeRef(f"n{i}", "r"), verdict=v, reason="X") for i, v in enumerate(verdicts)
+        NodeHealth(node=NodeRef(f"n{i}", "r"), verdict=v, reason="X")
+        for i, v in enumerate(verdicts)
     ]
     assert _region("r", nodes).verdict is expected
 

@@ -12,8 +12,13 @@ from probes.base import DatabaseState, ErrorClass, Heartbeat, Kind, Observation,
 
 def replica(seq: int | None, written_at: float = 100.0, replay: int | None = 5000) -> DatabaseState:
     hb = Heartbeat(seq, written_at) if seq is not None else None
-    return DatabaseState(role=Role.REPLICA, replay_lsn=replay, receive_lsn=replay,
-                         wal_receiver_status="streaming", heartbeat=hb)
+    return DatabaseState(
+        role=Role.REPLICA,
+        replay_lsn=replay,
+        receive_lsn=replay,
+        wal_receiver_status="streaming",
+        heartbeat=hb,
+    )
 
 
 PRIMARY = DatabaseState(role=Role.PRIMARY, current_lsn=9000, heartbeat=Heartbeat(42, 110.0))
@@ -65,9 +70,18 @@ TOPO = Topology(
 
 def test_status_document_and_table() -> None:
     ok_primary = Observation("us-east-1", Kind.POSTGRES, True, 100.0, 0.002, database=PRIMARY)
-    down = Observation("eu-1", Kind.POSTGRES, False, 100.0, 0.8, error_class=ErrorClass.TIMEOUT,
-                       error="no answer within 0.8s")
-    snap = Snapshot(1, 100.0, (NodeSample(TOPO.nodes[0], ok_primary), NodeSample(TOPO.nodes[1], down)))
+    down = Observation(
+        "eu-1",
+        Kind.POSTGRES,
+        False,
+        100.0,
+        0.8,
+        error_class=ErrorClass.TIMEOUT,
+        error="no answer within 0.8s",
+    )
+    snap = Snapshot(
+        1, 100.0, (NodeSample(TOPO.nodes[0], ok_primary), NodeSample(TOPO.nodes[1], down))
+    )
     a = assess(None, snap, TOPO, HealthSettings())
     doc = status.build_status(TOPO, a, snap, "daemon", {"us-east": 1, "eu": 2})
     assert doc["primary"] == {"node": "us-east-1", "region": "us-east"}
@@ -86,8 +100,14 @@ def test_status_document_and_table() -> None:
 def test_status_rpo_percentage() -> None:
     rep = Observation("eu-1", Kind.POSTGRES, True, 100.0, 0.002, database=replica(40))
     ok_primary = Observation("us-east-1", Kind.POSTGRES, True, 100.0, 0.002, database=PRIMARY)
-    snap = Snapshot(1, 100.0, (NodeSample(TOPO.nodes[0], ok_primary),
-                               NodeSample(TOPO.nodes[1], rep, lag_seconds=15.0, lag_bytes=10)))
+    snap = Snapshot(
+        1,
+        100.0,
+        (
+            NodeSample(TOPO.nodes[0], ok_primary),
+            NodeSample(TOPO.nodes[1], rep, lag_seconds=15.0, lag_bytes=10),
+        ),
+    )
     a = assess(None, snap, TOPO, HealthSettings())
     doc = status.build_status(TOPO, a, snap, "probe")
     node = doc["regions"][1]["nodes"][0]
