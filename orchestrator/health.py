@@ -251,27 +251,28 @@ def _summary(
     if primary is None:
         return "NO_PRIMARY", "No reachable node reports the primary role."
     p = by_name[primary]
-    where = f"Primary {primary} in {p.node.region}"
+    where = f"primary {primary} in {p.node.region}"
+    subject = where[0].upper() + where[1:]
     if p.verdict is Verdict.DOWN:
         confirm = "replicas confirm the loss" if confirmed else "replicas still see it"
         if p.reason == "NODE_RECOVERING":
             return (
                 "PRIMARY_RECOVERING",
-                f"{where} answers again ({p.consecutive_successes}/"
+                f"{subject} answers again ({p.consecutive_successes}/"
                 f"{settings.recovery_threshold} good probes before it counts as healthy).",
             )
         return (
             "PRIMARY_DOWN",
-            f"{where} is DOWN after {p.consecutive_failures} failed probes "
+            f"{subject} is DOWN after {p.consecutive_failures} failed probes "
             f"({_cause(p.reason)}); {confirm}.",
         )
     if p.verdict is Verdict.SUSPECT:
         return (
             "PRIMARY_SUSPECT",
-            f"{where} missed {p.consecutive_failures} probe(s) ({_cause(p.reason)}); watching.",
+            f"{subject} missed {p.consecutive_failures} probe(s) ({_cause(p.reason)}); watching.",
         )
     if p.verdict is Verdict.DEGRADED:
-        return "PRIMARY_DEGRADED", f"{where} is degraded ({p.reason})."
+        return "PRIMARY_DEGRADED", f"{subject} is degraded ({p.reason})."
     bad_regions = [r for r in regions if r.verdict is not Verdict.HEALTHY]
     lags = [n.lag_seconds for n in nodes if n.lag_seconds is not None]
     lag_txt = f"max replica lag {max(lags):.1f}s" if lags else "replica lag not measured yet"

@@ -300,3 +300,29 @@ def test_run_command_serves_metrics_and_stops_cleanly_on_sigterm(sandbox: Any) -
     assert all(e["event"] and e["reason"] for e in ticks)
     assert events[-1]["reason"] == "STOPPED"
     assert "Traceback" not in err
+
+
+def test_status_without_daemon_probes_once(sandbox: Any) -> None:
+    exe = Path(sys.executable).with_name("orchestrator")
+    out = subprocess.run(
+        [str(exe), "status", "--config", str(sandbox.config_path()), "--probe", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["source"] == "probe"
+    assert doc["primary"] == {"node": "us-east-1", "region": "us-east"}
+    roles = {n["name"]: n["role"] for r in doc["regions"] for n in r["nodes"]}
+    assert roles == {"us-east-1": "primary", "us-west-1": "replica", "eu-1": "replica"}
+    table = subprocess.run(
+        [str(exe), "status", "--config", str(sandbox.config_path()), "--probe"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "one-shot probe" in table.stdout
+    assert "us-west-1" in table.stdout
