@@ -294,6 +294,157 @@ class ProbeSettings(_Strict):
         return self
 
 
+class RetryPolicy(_Strict):
+    """How a provider call is retried on transient errors (tenacity, exponential backoff)."""
+
+    attempts: int = Field(4, ge=1, le=20, description="Total attempts, the first included.")
+    initial_delay: Duration = Field(0.5, ge=0, description="Delay before the first retry.")
+    max_delay: Duration = Field(10.0, gt=0, description="Upper bound of any single delay.")
+
+
+class _DnsProviderBase(_Strict):
+    name: Name = Field(description="Unique provider name, used in metrics, logs and the CLI.")
+    primary: bool = Field(False, description="The primary supplier (for `require: primary`).")
+    timeout: Duration = Field(10.0, gt=0, description="Deadline of one API call.")
+    retry: RetryPolicy = RetryPolicy()
+    propagation_timeout: Duration = Field(
+        120.0, gt=0, description="How long to wait for the provider to report a change live."
+    )
+    poll_interval: Duration = Field(2.0, gt=0, description="Delay between change-status polls.")
+
+
+class Route53Provider(_DnsProviderBase):
+    """Amazon Route53 through boto3."""
+
+    kind: Literal["route53"]
+    zone_id: str = Field(min_length=1, description="Hosted zone id (Z...).")
+    region: str = Field("us-east-1", description="AWS region for the API client.")
+    endpoint_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+        None, description="Override the API endpoint (tests, sandbox)."
+    )
+    access_key_id: SecretRef | None = Field(
+        None, description="Access key reference; default AWS credential chain when absent."
+    )
+    secret_access_key: SecretRef | None = None
+
+
+class CloudflareProvider(_DnsProviderBase):
+    """Cloudflare through the official SDK."""
+
+    kind: Literal["cloudflare"]
+    zone_id: str = Field(min_length=1, description="Cloudflare zone id.")
+    api_token: SecretRef = Field(description="API token reference (Zone.DNS edit permission).")
+    base_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+        None, description="Override the API base URL, including /client/v4 (tests, sandbox)."
+    )
+
+
+class GcloudProvider(_DnsProviderBase):
+    """Google Cloud DNS through google-cloud-dns."""
+
+    kind: Literal["gcloud"]
+    project: str = Field(min_length=1, description="GCP project id.")
+    managed_zone: str = Field(min_length=1, description="Managed zone name (not its DNS name).")
+    api_endpoint: Annotated[str, AfterValidator(_check_url)] | None = Field(
+        None, description="Override the API endpoint (tests, sandbox)."
+    )
+    credentials: SecretRef | None = Field(
+        None, description="Service-account JSON key reference; required unless anonymous."
+    )
+    anonymous: bool = Field(False, description="Send no credentials (local stand-ins only).")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> GcloudProvider:
+        if self.credentials is None and not self.anonymous:
+            raise ValueError("credentials: a service-account key reference is required")
+        return self
+
+
+DnsProviderConfig = Annotated[
+    Route53Provider | CloudflareProvider | GcloudProvider, Field(discriminator="kind")
+]
+
+
+def _check_fqdn(value: str) -> str:
+    host = value.rstrip(".")
+    if not host or not _check_target(host) or "." not in host:
+        raise ValueError(f"{value!r} is not a fully qualified domain name")
+    return host.lower() + "."
+
+
+class OwnedRecord(_Strict):
+    """A record the orchestrator owns and points at the primary region."""
+
+    name: Annotated[str, AfterValidator(_check_fqdn)] = Field(
+        description="Fully qualified name, e.g. db.example.com."
+    )
+    type: Literal["A", "AAAA", "CNAME"] = "A"
+    ttl: int = Field(60, ge=1, le=86400, description="TTL in seconds.")
+
+
+class Nameserver(_Strict):
+    """An authoritative name server to query after a switch (verification)."""
+
+    provider: Name = Field(description="The provider whose zone this server answers for.")
+    address: str = Field(description="IP address of the server.")
+    port: int = Field(53, ge=1, le=65535)
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+
+class DnsSettings(_Strict):
+    """DNS switching: which records follow the primary, on which providers."""
+
+    records: list[OwnedRecord] = Field(min_length=1)
+    providers: list[DnsProviderConfig] = Field(min_length=1)
+    require: Literal["all", "any", "primary"] = Field(
+        "all", description="Which providers must succeed for a switch to count as done."
+    )
+    max_changes: int = Field(
+        1, ge=1, description="Most records one switch may change without --force."
+    )
+    switch_timeout: Duration = Field(
+        180.0, gt=0, description="Budget of a whole switch on one provider, retries included."
+    )
+    reconcile_interval: Duration = Field(
+        30.0,
+        gt=0,
+        description="How often the daemon re-checks providers against the desired state.",
+    )
+    nameservers: list[Nameserver] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DnsSettings:
+        problems = []
+        names = [p.name for p in self.providers]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                problems.append(f"dns.providers[{i}].name: provider name {n!r} is used twice")
+        primaries = [p.name for p in self.providers if p.primary]
+        if self.require == "primary" and len(primaries) != 1:
+            problems.append(
+                f"dns.require: 'primary' needs exactly one provider with primary: true "
+                f"(found {len(primaries)})"
+            )
+        for i, ns in enumerate(self.nameservers):
+            if ns.provider not in names:
+                problems.append(f"dns.nameservers[{i}].provider: no provider named {ns.provider!r}")
+        keys = [(r.name, r.type) for r in self.records]
+        for i, k in enumerate(keys):
+            if k in keys[:i]:
+                problems.append(f"dns.records[{i}]: {k[0]} {k[1]} is listed twice")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Listen(_Strict):
     """Where the metrics / health / API HTTP server listens."""
 
@@ -321,12 +472,14 @@ class Config(_Strict):
     state_dir: str = Field(
         "/var/lib/helios-orchestrator", description="Where the daemon keeps its state."
     )
+    dns: DnsSettings | None = Field(None, description="DNS switching (optional).")
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
         problems = _uniqueness_problems(
             [(r.name, r.priority, [n.name for n in r.nodes]) for r in self.regions]
         )
+        problems += _dns_target_problems(self)
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self
@@ -344,6 +497,38 @@ class Config(_Strict):
 
     def all_nodes(self) -> list[tuple[Region, Node]]:
         return [(r, n) for r in self.ordered_regions() for n in r.nodes]
+
+
+def _dns_target_problems(cfg: Config) -> list[tuple[str, str]]:
+    """With DNS switching on, every node needs a dns_target that fits every owned record type."""
+    if cfg.dns is None:
+        return []
+    out = []
+    for i, region in enumerate(cfg.regions):
+        for j, node in enumerate(region.nodes):
+            path = f"regions[{i}].nodes[{j}].dns_target"
+            if node.dns_target is None:
+                out.append((path, "required when dns is configured"))
+                continue
+            for rec in cfg.dns.records:
+                problem = _target_fits(node.dns_target, rec.type)
+                if problem:
+                    out.append((path, f"{problem} (record {rec.name} is {rec.type})"))
+    return out
+
+
+def _target_fits(target: str, rtype: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(target)
+    except ValueError:
+        ip = None
+    if rtype == "A" and (ip is None or ip.version != 4):
+        return f"{target!r} is not an IPv4 address"
+    if rtype == "AAAA" and (ip is None or ip.version != 6):
+        return f"{target!r} is not an IPv6 address"
+    if rtype == "CNAME" and ip is not None:
+        return f"{target!r} is an address, a CNAME needs a host name"
+    return None
 
 
 # --- loading -------------------------------------------------------------------------------
