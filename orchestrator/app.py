@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from orchestrator.config import Config, Node
+from orchestrator.dnsruntime import open_switcher, reconcile_forever
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
 from orchestrator.model import NodeRef, Snapshot, Topology
@@ -146,8 +147,18 @@ async def run_daemon(
         if on_listening is not None:
             on_listening(server.port)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(loop.run(stop), name="tick-loop")
+            async with contextlib.AsyncExitStack() as stack:
+                switcher = (
+                    await stack.enter_async_context(open_switcher(cfg, registry))
+                    if cfg.dns is not None
+                    else None
+                )
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(loop.run(stop), name="tick-loop")
+                    if switcher is not None:
+                        tg.create_task(
+                            reconcile_forever(switcher, cfg, stop), name="dns-reconciler"
+                        )
         finally:
             await server.stop()
             log.info("helios-orchestrator stopped", reason="STOPPED")

@@ -34,7 +34,8 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
-def _config_arg(args: argparse.Namespace) -> Path:
+def config_path(args: argparse.Namespace) -> Path:
+    """The config file named by --config or $HELIOS_CONFIG."""
     path = args.config or os.environ.get("HELIOS_CONFIG")
     if not path:
         raise UsageError("no configuration given: pass --config FILE or set HELIOS_CONFIG")
@@ -71,7 +72,7 @@ def _configure_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.app import run_daemon
 
-    cfg = load_config(_config_arg(args))
+    cfg = load_config(config_path(args))
     _configure_logging(args.log_level)
     asyncio.run(run_daemon(cfg))
     return 0
@@ -102,7 +103,7 @@ def _probe_status(cfg: Config) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = load_config(_config_arg(args))
+    cfg = load_config(config_path(args))
     doc = None if args.probe else _daemon_status(cfg, args.url, args.timeout)
     if doc is None:
         if args.url:
@@ -215,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     schema.set_defaults(func=cmd_config_schema)
 
+    from orchestrator import cli_dns
+
+    cli_dns.add_parser(sub)
+
     sb = sub.add_parser("sandbox", help="local three-region PostgreSQL sandbox")
     sb.add_argument(
         "action",
@@ -237,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # Logs are JSON lines on stderr, never mixed into a command's output on stdout.
+    _configure_logging(getattr(args, "log_level", None) or "warning")
     try:
         return func(args)
     except ConfigError as exc:

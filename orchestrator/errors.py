@@ -6,6 +6,7 @@
     ├── ConfigError          bad configuration: reported with field paths, exit code 2
     ├── UsageError           bad command-line use or arguments: exit code 2
     ├── SandboxError         the local sandbox cannot do what was asked: exit code 1
+    ├── UnsafePlan           a plan breaks a safety rail; nothing was changed: exit code 4
     └── OperationError       a provider call failed
         ├── TransientError   worth retrying (timeouts, 5xx, 429 with ``retry_after``)
         │   └── OperationTimeout
@@ -42,6 +43,12 @@ class UsageError(HeliosError):
 
 class SandboxError(HeliosError):
     """The local sandbox could not carry out a command."""
+
+
+class UnsafePlan(HeliosError):
+    """A plan breaks a safety rail and was refused before anything changed."""
+
+    exit_code = 4
 
 
 class OperationError(HeliosError):

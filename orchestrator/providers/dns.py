@@ -9,7 +9,8 @@ A provider adapter (``dns_route53``, ``dns_cloudflare``, ``dns_gcloud``) impleme
 * **Typed failures.** Failures raise :class:`~orchestrator.errors.TransientError` (timeouts,
   connection errors, 5xx, 429 — with ``retry_after`` when the provider sent one) or
   :class:`~orchestrator.errors.PermanentError` (authentication, permission, zone not found,
-  invalid request, a malformed answer). Nothing else escapes. Adapters do **not** retry on their
+  invalid request). A malformed answer is transient (proxies and truncation cause it). Nothing
+  else escapes. Adapters do **not** retry on their
   own (SDK retries are switched off): the caller owns the retry policy.
 * **Idempotent apply.** Applying a change whose desired state is already live succeeds and
   changes nothing; applying it twice converges to the same record set. ``apply`` never creates a
