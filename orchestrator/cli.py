@@ -136,6 +136,7 @@ def _print_sandbox(st: Any) -> None:
     for r in st.regions:
         pid = r.pid if r.pid is not None else "-"
         _out(f"  {r.region:<8} {r.state:<8} {r.role:<8} port {r.port:<6} pid {pid}")
+    _out(f"  dns      {st.dns:<8} Route53 (moto), Cloudflare and Google Cloud DNS stand-ins")
     _out(f"config: {st.config_path}")
 
 

@@ -298,7 +298,9 @@ def add_parser(sub: Any) -> None:
     sw.add_argument("--verify-timeout", type=float, default=30.0, metavar="SECONDS")
     sw.add_argument("--output", "-o", choices=["table", "json"], default="table")
     sw.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
         help="stderr log level (info shows every change with its before/after values)",
     )
     sw.set_defaults(func=cmd_dns_switch)

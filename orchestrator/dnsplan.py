@@ -117,22 +117,28 @@ def plan_switch(
     )
 
 
+def check_change(change: RecordChange, owned: Iterable[OwnedRecordSpec]) -> None:
+    """The rails that hold for every single change: owned record, never an empty answer."""
+    key = (change.after.name, change.after.type)
+    if key not in {o.key for o in owned}:
+        raise UnsafePlan(
+            f"{change.provider}: {change.after.name} {change.after.type} is not a record this "
+            "orchestrator owns (dns.records); refusing to change it"
+        )
+    if not change.after.values or any(not v.strip(".") for v in change.after.values):
+        raise UnsafePlan(
+            f"{change.provider}: the change would leave {change.after.name} "
+            f"{change.after.type} with no answer"
+        )
+
+
 def raise_if_unsafe(
     plan: SwitchPlan, owned: Iterable[OwnedRecordSpec], max_changes: int, force: bool = False
 ) -> None:
     """Refuse a plan that breaks a safety rail. ``force`` lifts only the ``max_changes`` rail."""
-    keys = {o.key for o in owned}
+    owned = list(owned)
     for c in plan.changes:
-        key = (c.after.name, c.after.type)
-        if key not in keys:
-            raise UnsafePlan(
-                f"{c.provider}: {c.after.name} {c.after.type} is not a record this orchestrator "
-                "owns (dns.records); refusing to change it"
-            )
-        if not c.after.values or any(not v.strip(".") for v in c.after.values):
-            raise UnsafePlan(
-                f"{c.provider}: the change would leave {c.after.name} {c.after.type} with no answer"
-            )
+        check_change(c, owned)
     changed = plan.records_changed()
     if len(changed) > max_changes and not force:
         names = ", ".join(f"{n} {t}" for n, t in sorted(changed))

@@ -38,6 +38,7 @@ from orchestrator.dnsplan import (
     RecordKey,
     SwitchOutcome,
     SwitchPlan,
+    check_change,
     outcome,
     plan_switch,
     raise_if_unsafe,
@@ -223,11 +224,6 @@ class DnsSwitcher:
 
     # --- apply --------------------------------------------------------------------------------
 
-    def _check_owned(self, change: RecordChange) -> None:
-        raise_if_unsafe(
-            SwitchPlan("", "", (), (change,)), self.owned, max_changes=1_000_000, force=True
-        )
-
     async def _apply_one(
         self, provider: str, changes: tuple[RecordChange, ...], started: float
     ) -> ProviderResult:
@@ -236,7 +232,7 @@ class DnsSwitcher:
         try:
             async with asyncio.timeout(self._settings.switch_timeout):
                 for change in changes:
-                    self._check_owned(change)
+                    check_change(change, self.owned)
                     if change.kind is ChangeKind.NOOP:
                         continue
                     handle, n = await self._call(provider, lambda c=change: p.apply(c))  # type: ignore[misc]

@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 PORT_SCAN_START = 56400
 PORT_SCAN_END = 58400
+BLOCK = 16
 
 
 def _port_free(port: int) -> bool:
@@ -41,23 +42,24 @@ def _port_free(port: int) -> bool:
 
 
 def reserve_ports() -> tuple[int, int]:
-    """Find 4 consecutive free ports (3 PostgreSQL + 1 metrics) from 56400 upward.
+    """Find a block of 16 free ports from 56400 upward: 3 PostgreSQL, metrics at +3, and the
+    DNS stack (Route53, Cloudflare, Google and their name servers) at +10..+15.
 
     Returns ``(base_port, lock_fd)``. The flock on ``/tmp/helios-sandbox-ports-<base>.lock``
     keeps concurrent test sessions on this machine from picking the same block; close the fd
     to release it.
     """
-    for base in range(PORT_SCAN_START, PORT_SCAN_END, 4):
+    for base in range(PORT_SCAN_START, PORT_SCAN_END, BLOCK):
         fd = os.open(f"/tmp/helios-sandbox-ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
-        if all(_port_free(p) for p in range(base, base + 4)):
+        if all(_port_free(p) for p in range(base, base + BLOCK)):
             return base, fd
         os.close(fd)
-    raise RuntimeError(f"no 4 consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END}")
+    raise RuntimeError(f"no {BLOCK} consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END}")
 
 
 def processes_under(state_dir: Path) -> list[tuple[int, str]]:

@@ -7,6 +7,7 @@ test): all regions running, ``us-east`` primary, both replicas streaming.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import threading
@@ -16,10 +17,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import cloudflare
+import dns.flags
+import dns.message
+import dns.query
 import psycopg
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import dns as gdns
 
-from orchestrator.config import load_config
+from orchestrator.config import (
+    CloudflareProvider,
+    Config,
+    GcloudProvider,
+    Route53Provider,
+    load_config,
+)
 from orchestrator.errors import SandboxError
 from orchestrator.sandbox import Sandbox, SandboxStatus
 
@@ -60,6 +74,87 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _secret(ref: Any) -> str:
+    assert ref is not None
+    return str(ref.get_secret_value())
+
+
+def provider_answers(cfg: Config) -> dict[str, list[tuple[str, int, list[str]]]]:
+    """Every A record set for db.helios.test. each provider's API serves, read through its SDK
+    with the endpoints and secrets of the generated configuration."""
+    assert cfg.dns is not None
+    out: dict[str, list[tuple[str, int, list[str]]]] = {}
+    for p in cfg.dns.providers:
+        if isinstance(p, Route53Provider):
+            client = boto3.session.Session(
+                aws_access_key_id=_secret(p.access_key_id),
+                aws_secret_access_key=_secret(p.secret_access_key),
+                region_name=p.region,
+            ).client("route53", endpoint_url=p.endpoint_url)
+            try:
+                sets = client.list_resource_record_sets(HostedZoneId=p.zone_id)
+            finally:
+                client.close()
+            out[p.name] = [
+                (s["Name"], int(s["TTL"]), [r["Value"] for r in s["ResourceRecords"]])
+                for s in sets["ResourceRecordSets"]
+                if s["Name"] == "db.helios.test." and s["Type"] == "A"
+            ]
+        elif isinstance(p, CloudflareProvider):
+            with cloudflare.Cloudflare(
+                api_token=_secret(p.api_token), base_url=p.base_url, max_retries=0, timeout=5
+            ) as cf:
+                recs = cf.dns.records.list(
+                    zone_id=p.zone_id, name={"exact": "db.helios.test"}, type="A"
+                )
+                out[p.name] = [(f"{r.name}.", int(r.ttl), [str(r.content)]) for r in recs]
+        elif isinstance(p, GcloudProvider):
+            client = gdns.Client(
+                project=p.project,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": p.api_endpoint},
+            )
+            zone = client.zone(p.managed_zone)
+            out[p.name] = [
+                (r.name, int(r.ttl), list(r.rrdatas))
+                for r in zone.list_resource_record_sets()
+                if r.name == "db.helios.test." and r.record_type == "A"
+            ]
+            client.close()
+    return out
+
+
+def nameserver_answers(cfg: Config) -> dict[str, list[str]]:
+    """What each provider's authoritative server answers (authoritatively) for db.helios.test A."""
+    assert cfg.dns is not None
+    out = {}
+    for ns in cfg.dns.nameservers:
+        query = dns.message.make_query("db.helios.test.", "A")
+        reply = dns.query.udp(query, ns.address, port=ns.port, timeout=2)
+        assert reply.flags & dns.flags.AA
+        out[ns.provider] = [rr.to_text() for rrset in reply.answer for rr in rrset]
+    return out
+
+
+SEEDED = {
+    name: [("db.helios.test.", 60, ["127.0.0.1"])] for name in ("route53", "cloudflare", "gcloud")
+}
+ANSWERS = {name: ["127.0.0.1"] for name in ("route53", "cloudflare", "gcloud")}
+
+
+@pytest.fixture
+def no_metadata_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+
+
+def dns_pid(sb: Sandbox) -> int:
+    meta = json.loads((sb.status().state_dir / "sandbox.json").read_text())
+    pid = meta["dns"]["pid"]
+    assert isinstance(pid, int) and alive(pid)
+    return pid
 
 
 def wait_healthy(sb: Sandbox, wait_for: WaitFor, timeout: float = 20.0) -> None:
@@ -303,14 +398,20 @@ def test_down_then_up_keeps_the_data(
             what=f"row on {region}",
         )
     before = {r.region: r.pid for r in sb.status().regions}
+    dns_before = dns_pid(sb)
     status = sb.down()
     assert {r.state for r in status.regions} == {"stopped"}
     assert all(r.pid is None for r in status.regions)
-    assert leftover_processes(status.state_dir) == []
+    assert status.dns == "stopped"
+    assert not alive(dns_before)
+    assert leftover_processes(status.state_dir) == []  # the DNS stack included
     assert sb.down() == status  # twice is fine
     assert all(sb.data_dir(r).is_dir() for r in sb.REGIONS)
     status = sb.up()
     assert states(status) == HEALTHY
+    assert status.dns == "running"
+    assert dns_pid(sb) != dns_before
+    assert nameserver_answers(load_config(sb.config_path())) == ANSWERS  # seeded again
     assert all(r.pid not in (None, before[r.region]) for r in status.regions)
     for region in sb.REGIONS:
         assert query(sb, region, "SELECT 1 FROM sandbox_probe WHERE token = %s", token) == [(1,)]
@@ -360,3 +461,54 @@ def test_bad_ports_are_refused() -> None:
         Sandbox(Path("/tmp/unused"), base_port=5431)
     with pytest.raises(SandboxError, match="1024-65535"):
         Sandbox(Path("/tmp/unused"), base_port=65534)
+
+
+def test_dns_stack_serves_the_record_on_every_provider(
+    sb: Sandbox, no_metadata_server: None
+) -> None:
+    status = sb.status()
+    assert status.dns == "running"
+    cfg = load_config(sb.config_path())
+    assert cfg.dns is not None
+    assert [(r.name, r.type, r.ttl) for r in cfg.dns.records] == [("db.helios.test.", "A", 60)]
+    assert cfg.dns.require == "all"
+    assert [(p.name, p.kind, p.primary) for p in cfg.dns.providers] == [
+        ("route53", "route53", True),
+        ("cloudflare", "cloudflare", False),
+        ("gcloud", "gcloud", False),
+    ]
+    for p in cfg.dns.providers:
+        assert (p.timeout, p.propagation_timeout, p.poll_interval) == (5.0, 30.0, 0.5)
+    base = sb.port("us-east")
+    assert sorted(ns.port for ns in cfg.dns.nameservers) == [base + 13, base + 14, base + 15]
+    assert provider_answers(cfg) == SEEDED
+    assert nameserver_answers(cfg) == ANSWERS
+
+    secrets = status.state_dir / "secrets"
+    for name in ("cloudflare.token", "aws_access_key_id", "aws_secret_access_key"):
+        assert ((secrets / name).stat().st_mode & 0o777) == 0o600
+    assert len((secrets / "cloudflare.token").read_text().strip()) >= 32
+    pid = dns_pid(sb)
+    assert Path(f"/proc/{pid}").stat().st_uid == os.geteuid()  # the invoking user, not postgres
+    assert os.readlink(f"/proc/{pid}/cwd") == str(status.state_dir)
+    assert json.loads((status.state_dir / "dns.json").read_text())["pid"] == pid
+
+
+def test_up_is_idempotent_for_dns(sb: Sandbox, no_metadata_server: None) -> None:
+    cfg = load_config(sb.config_path())
+    pid = dns_pid(sb)
+    sb.up()
+    again = load_config(sb.config_path())
+    assert again.dns == cfg.dns  # same zones, endpoints and secrets
+    assert dns_pid(sb) == pid
+    assert provider_answers(again) == SEEDED  # no duplicate record
+    assert cfg.dns is not None
+    (r53,) = [p for p in cfg.dns.providers if isinstance(p, Route53Provider)]
+    client = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client("route53", endpoint_url=r53.endpoint_url)
+    try:
+        zones = client.list_hosted_zones()["HostedZones"]
+    finally:
+        client.close()
+    assert [z["Name"] for z in zones] == ["helios.test."]  # no second zone
