@@ -41,6 +41,10 @@ test: venv postgres
 test-unit: venv
 	$(BIN)/pytest -m "not sandbox" $(PYTEST_ARGS)
 
+# Benchmarks against a throw-away sandbox (~3 min); rewrites BENCHMARKS.md.
+bench: venv postgres
+	$(BIN)/python -m tests.bench.run_bench --write BENCHMARKS.md
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

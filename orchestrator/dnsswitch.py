@@ -240,7 +240,7 @@ class DnsSwitcher:
                     await p.wait_live(handle, cfg.propagation_timeout)
                     changed += 1
                     log.info(
-                        f"{provider}: {change.describe()}",
+                        change.describe(),
                         reason="DNS_CHANGE_APPLIED",
                         provider=provider,
                         record=change.after.name,
@@ -413,6 +413,9 @@ class DnsSwitcher:
             ]
         results = [t.result() for t in tasks]
         for r in results:
+            if r.ok and self._metrics is not None:
+                for change in needs[r.provider]:
+                    self._metrics.drift.labels(r.provider, change.after.name).set(0)
             log.log(
                 20 if r.ok else 40,
                 f"{r.provider}: reconciled to {desired.target}"

@@ -262,11 +262,15 @@ async def test_route53_down_cloudflare_completes_then_reconciled(world: World, f
 
         desired = dnsstate.DesiredState("us-west", WEST, plan.desired, time.time())
         world.proxy.faults.clear()  # Route53 recovers
+        drifts = {d.provider: d.drifted for d in await sw.drift(desired)}
+        assert drifts == {"route53": True, "cloudflare": False, "gcloud": False}
+        assert sample(reg, "helios_dns_drift", provider="route53", record=NAME) == 1.0
         results = await sw.reconcile(desired)
         assert [(r.provider, r.ok) for r in results] == [("route53", True)]
         assert world.served()["route53"] == (WEST,)
         assert sample(reg, "helios_dns_provider_up", provider="route53") == 1.0
-        assert sample(reg, "helios_dns_drift", provider="route53", record=NAME) == 1.0
+        # repaired: the gauge is cleared
+        assert sample(reg, "helios_dns_drift", provider="route53", record=NAME) == 0.0
         assert await sw.reconcile(desired) == []  # nothing left to fix
         assert sample(reg, "helios_dns_drift", provider="route53", record=NAME) == 0.0
 

@@ -1,0 +1,1 @@
+"""Benchmarks against the real sandbox (``make bench``); not collected by pytest."""
