@@ -128,6 +128,10 @@ class DnsProvider(Protocol):
         """
         ...
 
+    async def plan(self, desired: RecordSet) -> RecordChange:
+        """The diff from what the provider serves now to ``desired``. Read-only; bounded."""
+        ...
+
     async def apply(self, change: RecordChange) -> ChangeHandle:
         """Make ``change.after`` the record set for its name and type.
 
@@ -146,3 +150,10 @@ class DnsProvider(Protocol):
     async def aclose(self) -> None:
         """Release clients and worker threads; idempotent; bounded."""
         ...
+
+
+class PlansByReading:
+    """Mixin giving an adapter :meth:`DnsProvider.plan`: read the current set, then diff."""
+
+    async def plan(self: DnsProvider, desired: RecordSet) -> RecordChange:
+        return diff(self.name, await self.read(desired.name, desired.type), desired)

@@ -35,7 +35,14 @@ from cloudflare import AsyncCloudflare
 
 from orchestrator.config import CloudflareProvider
 from orchestrator.errors import OperationError, OperationTimeout, PermanentError, TransientError
-from orchestrator.providers.dns import SUPPORTED_TYPES, ChangeHandle, RecordChange, RecordSet, fqdn
+from orchestrator.providers.dns import (
+    SUPPORTED_TYPES,
+    ChangeHandle,
+    PlansByReading,
+    RecordChange,
+    RecordSet,
+    fqdn,
+)
 
 NOOP: Final = "noop"
 APPLIED: Final = "applied"
@@ -58,7 +65,7 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-class CloudflareDns:
+class CloudflareDns(PlansByReading):
     """One Cloudflare zone (``cfg.zone_id``), implementing ``DnsProvider``.
 
     ``sleep``/``clock`` are used by :meth:`wait_live` polling (injectable for tests).

@@ -45,7 +45,14 @@ from google.oauth2 import service_account
 
 from orchestrator.config import GcloudProvider
 from orchestrator.errors import OperationError, OperationTimeout, PermanentError, TransientError
-from orchestrator.providers.dns import SUPPORTED_TYPES, ChangeHandle, RecordChange, RecordSet, fqdn
+from orchestrator.providers.dns import (
+    SUPPORTED_TYPES,
+    ChangeHandle,
+    PlansByReading,
+    RecordChange,
+    RecordSet,
+    fqdn,
+)
 
 DONE: Final = "done"
 NOOP: Final = "noop"
@@ -84,7 +91,7 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-class GcloudDns:
+class GcloudDns(PlansByReading):
     """One Cloud DNS managed zone (``cfg.managed_zone`` in ``cfg.project``): ``DnsProvider``.
 
     ``executor``: worker threads for the library's calls; when None the adapter owns a small

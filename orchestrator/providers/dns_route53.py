@@ -39,6 +39,7 @@ from orchestrator.errors import OperationError, OperationTimeout, PermanentError
 from orchestrator.providers.dns import (
     SUPPORTED_TYPES,
     ChangeHandle,
+    PlansByReading,
     RecordChange,
     RecordSet,
     fqdn,
@@ -104,7 +105,7 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class Route53Dns:
+class Route53Dns(PlansByReading):
     """One Route53 hosted zone (``cfg.zone_id``), implementing ``DnsProvider``.
 
     ``executor``: worker threads for boto3 calls; when None the adapter owns a small pool and

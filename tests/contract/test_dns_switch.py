@@ -424,3 +424,28 @@ def test_target_of_region_and_unknown_region(world: World) -> None:
     assert target_of_region(cfg, "eu") == "127.0.0.3"
     rc = main(["dns", "switch", "--to", "mars", "--dry-run", "--config", str(world.write_config())])
     assert rc == 2
+
+
+async def test_every_adapter_plans_a_diff_without_changing_anything(world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.providers.dns import ChangeKind, RecordSet
+    from orchestrator.providers.dns_factory import build_dns_provider
+
+    cfg = world.config()
+    assert cfg.dns is not None
+    want = RecordSet.make(NAME, "A", 30, [WEST])
+    with ThreadPoolExecutor(4) as pool:
+        for pcfg in cfg.dns.providers:
+            provider = build_dns_provider(pcfg, pool)
+            try:
+                change = await provider.plan(want)
+                same = await provider.plan(RecordSet.make(NAME, "A", 60, [EAST]))
+            finally:
+                await provider.aclose()
+            assert change.provider == pcfg.name
+            assert change.kind is ChangeKind.UPDATE
+            assert change.before == RecordSet.make(NAME, "A", 60, [EAST])
+            assert change.after == want
+            assert same.kind is ChangeKind.NOOP
+    assert world.served() == {"route53": (EAST,), "cloudflare": (EAST,), "gcloud": (EAST,)}
