@@ -137,8 +137,13 @@ def _node(
         history=history,
         role=role,
         last_role=last_role,
-        lag_seconds=sample.lag_seconds if ok else None,
-        lag_bytes=sample.lag_bytes if ok else None,
+        lag_seconds=sample.lag_seconds if ok else prev.lag_seconds,
+        lag_bytes=sample.lag_bytes if ok else prev.lag_bytes,
+        timeline=(
+            sample.database.database.timeline
+            if ok and sample.database.database is not None
+            else prev.timeline
+        ),
         since=since,
     )
 

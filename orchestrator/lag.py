@@ -6,9 +6,12 @@ stamped with the orchestrator's own clock (so no agreement between database cloc
 * a replica that has replayed the primary's latest heartbeat is **0 s** behind — it holds every
   write up to the last tick, so an idle database reads 0 rather than a growing "time since last
   replayed transaction" (the pitfall of ``now() - pg_last_xact_replay_timestamp()``);
-* otherwise the lag is ``now - written_at`` of the newest heartbeat it has replayed. Everything
-  committed before that instant is on the replica and anything after may not be, so this is the
-  conservative (upper) bound of the data-loss window, exact to one probe interval.
+* otherwise the lag is ``at - written_at`` of the newest heartbeat it has replayed, where ``at``
+  is when the primary was last seen (this tick while it answers). Everything committed before
+  ``written_at`` is on the replica and anything after may not be, so this is the conservative
+  (upper) bound of the data-loss window, exact to one probe interval. Once the primary is lost
+  the figure stops growing: it is the replica's lag **at the moment of loss**, which is what the
+  RPO guard must compare with the objective.
 
 **Bytes** are the WAL distance between the primary's current position and the replica's replayed
 position. When the primary cannot be observed in this tick, the last position seen from it is
@@ -48,7 +51,7 @@ def lag_seconds(replica: DatabaseState, ref: PrimaryMark | None, now: float) -> 
     if ref is None or ref.seq is None:
         # No heartbeat seen on any primary yet: we cannot tell whether the replica is current.
         return None
-    return max(0.0, now - replica.heartbeat.written_at)
+    return max(0.0, min(now, ref.at) - replica.heartbeat.written_at)
 
 
 def lag_bytes(replica: DatabaseState, ref: PrimaryMark | None) -> int | None:

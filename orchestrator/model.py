@@ -118,6 +118,8 @@ class NodeHealth:
     """The role last seen while reachable (kept while the node is down)."""
     lag_seconds: float | None = None
     lag_bytes: int | None = None
+    timeline: int | None = None
+    """Timeline last reported while reachable."""
     since: float | None = None
     """Wall clock when the node entered its current verdict."""
 

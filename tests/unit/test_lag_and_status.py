@@ -32,7 +32,9 @@ MARK = lag.mark_of("p", PRIMARY, at=111.0)
         (replica(42, written_at=110.0), MARK, 500.0, 0.0),
         (replica(43, written_at=111.0), MARK, 500.0, 0.0),
         # behind: time since the newest heartbeat it has replayed (conservative bound)
-        (replica(40, written_at=108.0), MARK, 111.5, 3.5),
+        (replica(40, written_at=108.0), MARK, 111.0, 3.0),
+        # the primary was last seen at 111: the lag is frozen at the moment of loss
+        (replica(40, written_at=108.0), MARK, 500.0, 3.0),
         # no heartbeat row replicated yet, or no primary reference yet: not measurable
         (replica(None), MARK, 111.0, None),
         (replica(40), None, 111.0, None),
