@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     schema.set_defaults(func=cmd_config_schema)
 
-    from orchestrator import cli_dns
+    from orchestrator import cli_dns, cli_ops
 
     cli_dns.add_parser(sub)
+    cli_ops.add_parsers(sub)
 
     sb = sub.add_parser("sandbox", help="local three-region PostgreSQL sandbox")
     sb.add_argument(

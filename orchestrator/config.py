@@ -445,6 +445,48 @@ class DnsSettings(_Strict):
         return self
 
 
+class VerifySettings(_Strict):
+    """How a failover proves the service works: a write through the service name."""
+
+    dsn: str = Field(
+        description="libpq connection string WITHOUT host: the host is the address the service "
+        "record resolves to (e.g. 'port=5432 dbname=postgres user=helios')."
+    )
+    password: SecretRef | None = None
+    record: Annotated[str, AfterValidator(_check_fqdn)] | None = Field(
+        None, description="The service record to resolve (default: the first dns record)."
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_host(cls, v: str) -> str:
+        try:
+            parts = conninfo_to_dict(v)
+        except Exception as exc:
+            raise ValueError(f"not a valid libpq connection string: {exc}") from None
+        if "host" in parts or "hostaddr" in parts:
+            raise ValueError("leave host out: it is resolved from the service name")
+        if "password" in parts:
+            raise ValueError("the DSN must not contain a password; use password: env:NAME")
+        return v
+
+
+class FailoverSettings(_Strict):
+    """Automatic failover behaviour."""
+
+    automatic: bool = Field(True, description="Fail over without a human when the primary is lost.")
+    cooldown: Duration = Field(
+        3600.0, ge=0, description="No second automatic failover within this time (unless acked)."
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Nodes never promoted automatically."
+    )
+    runbooks_dir: str | None = Field(
+        None, description="Directory of runbooks (default: the runbooks shipped with the project)."
+    )
+    verify: VerifySettings | None = None
+
+
 class Listen(_Strict):
     """Where the metrics / health / API HTTP server listens."""
 
@@ -473,6 +515,7 @@ class Config(_Strict):
         "/var/lib/helios-orchestrator", description="Where the daemon keeps its state."
     )
     dns: DnsSettings | None = Field(None, description="DNS switching (optional).")
+    failover: FailoverSettings = FailoverSettings()
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -480,6 +523,10 @@ class Config(_Strict):
             [(r.name, r.priority, [n.name for n in r.nodes]) for r in self.regions]
         )
         problems += _dns_target_problems(self)
+        node_names = {n.name for r in self.regions for n in r.nodes}
+        for i, name in enumerate(self.failover.exclude):
+            if name not in node_names:
+                problems.append((f"failover.exclude[{i}]", f"no node named {name!r}"))
         if problems:
             raise ValueError("; ".join(f"{path}: {msg}" for path, msg in problems))
         return self

@@ -1,0 +1,79 @@
+"""Operator controls (pause, resume, ack) and the decision engine's memory, on disk.
+
+Both live in the configured ``state_dir`` so that the CLI and the daemon agree without a network
+call: the CLI writes ``controls.json``; the daemon reads it every tick and persists its own
+``decision.json`` (so a restart keeps the cooldown of the last automatic failover). Writes are
+atomic (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from orchestrator.decision import Controls, Memory, State
+from orchestrator.errors import HeliosError
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise HeliosError(f"{path} is unreadable: {exc}") from None
+    if not isinstance(doc, dict):
+        raise HeliosError(f"{path} is not a JSON object")
+    return doc
+
+
+def load_controls(state_dir: str | os.PathLike[str]) -> Controls:
+    doc = _read(Path(state_dir) / "controls.json") or {}
+    acked = doc.get("acked_at")
+    return Controls(
+        paused=bool(doc.get("paused", False)), acked_at=float(acked) if acked is not None else None
+    )
+
+
+def save_controls(state_dir: str | os.PathLike[str], controls: Controls) -> None:
+    _write(Path(state_dir) / "controls.json", asdict(controls))
+
+
+def load_memory(state_dir: str | os.PathLike[str]) -> Memory:
+    doc = _read(Path(state_dir) / "decision.json")
+    if doc is None:
+        return Memory()
+    try:
+        return Memory(
+            state=State(doc["state"]),
+            since=float(doc["since"]),
+            reason=str(doc["reason"]),
+            last_failover_at=doc.get("last_failover_at"),
+            last_failover_from=doc.get("last_failover_from"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise HeliosError(f"decision.json in {state_dir} is unreadable: {exc}") from None
+
+
+def save_memory(state_dir: str | os.PathLike[str], mem: Memory) -> None:
+    doc = asdict(mem)
+    doc["state"] = mem.state.value
+    _write(Path(state_dir) / "decision.json", doc)

@@ -1,0 +1,127 @@
+"""Incident records: opened at the first failed probe of the primary, written as JSON under
+``<state_dir>/incidents/``.
+
+Guarantees: every update rewrites the incident file atomically (temporary file, fsync, rename);
+timestamps are wall clock seconds; the measured RTO is *first failure -> first verified write
+through the service name* and the measured RPO is the promoted replica's lag at the moment of
+loss (seconds) plus the WAL bytes it had not received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import HeliosError
+
+EVENTS = (
+    "first_failure",
+    "confirmed",
+    "hold",
+    "fenced",
+    "promoted",
+    "dns_switched",
+    "first_verified_write",
+    "recovered",
+    "resolved",
+)
+
+
+@dataclass
+class Incident:
+    id: str
+    opened_at: float
+    primary: str
+    region: str
+    status: str = "open"
+    """open | held | failed_over | recovered | failed"""
+    kind: str = "primary_loss"
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+    plan: dict[str, Any] | None = None
+    new_primary: str | None = None
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    rpo_bytes: int | None = None
+    divergent: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    closed_at: float | None = None
+
+    def event(self, name: str, at: float | None = None, detail: str = "") -> None:
+        """Record a timeline event once (the first occurrence wins)."""
+        if any(e["event"] == name for e in self.timeline):
+            return
+        at = time.time() if at is None else at
+        self.timeline.append({"event": name, "at": at, "detail": detail})
+        self.timeline.sort(key=lambda e: e["at"])
+        if name == "first_verified_write":
+            self.rto_seconds = round(at - self.opened_at, 3)
+
+    def when(self, name: str) -> float | None:
+        return next((e["at"] for e in self.timeline if e["event"] == name), None)
+
+    def close(self, status: str, at: float | None = None) -> None:
+        self.status = status
+        self.closed_at = time.time() if at is None else at
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+def new_id(at: float) -> str:
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y%m%dT%H%M%S")
+    return f"inc-{stamp}-{secrets.token_hex(3)}"
+
+
+class IncidentStore:
+    """Reads and writes incidents in ``<state_dir>/incidents``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.dir = Path(state_dir) / "incidents"
+
+    def save(self, inc: Incident) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target = self.dir / f"{inc.id}.json"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".inc-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(asdict(inc), fh, indent=2, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def load(self, incident_id: str) -> Incident:
+        path = self.dir / f"{incident_id}.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return Incident(**data)
+        except FileNotFoundError:
+            raise HeliosError(f"no incident {incident_id!r} in {self.dir}") from None
+        except (ValueError, TypeError) as exc:
+            raise HeliosError(f"incident file {path} is unreadable: {exc}") from None
+
+    def all(self) -> list[Incident]:
+        if not self.dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.dir.glob("inc-*.json")):
+            try:
+                out.append(Incident(**json.loads(p.read_text(encoding="utf-8"))))
+            except (ValueError, TypeError, OSError):
+                continue
+        return sorted(out, key=lambda i: i.opened_at)
+
+    def open_incident(self) -> Incident | None:
+        return next((i for i in reversed(self.all()) if i.is_open), None)
