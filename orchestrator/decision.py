@@ -74,6 +74,8 @@ class Settings:
     cooldown: float = 3600.0
     excluded: frozenset[str] = frozenset()
     region_order: tuple[str, ...] = ()
+    automatic: bool = True
+    """False: a lost primary is escalated (HOLD / AUTOMATIC_OFF) instead of failed over."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,16 @@ def _lost(
             "RPO_EXCEEDED",
             f"Primary {primary} lost; the best replica {best.node} lags {lag}, beyond "
             f"the RPO of {settings.rpo:g}s: holding (failover --accept-data-loss).",
+            candidate=best,
+            candidates=cands,
+        )
+    if not settings.automatic:
+        return go(
+            State.HOLD,
+            Action.ESCALATE,
+            "AUTOMATIC_OFF",
+            f"Primary {primary} lost; automatic failover is off: holding for an operator "
+            f"(best candidate {best.node}).",
             candidate=best,
             candidates=cands,
         )

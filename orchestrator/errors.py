@@ -4,6 +4,7 @@
 
     HeliosError
     ├── ConfigError          bad configuration: reported with field paths, exit code 2
+    │   └── RunbookError     a runbook is invalid, or its parameters do not render
     ├── UsageError           bad command-line use or arguments: exit code 2
     ├── SandboxError         the local sandbox cannot do what was asked: exit code 1
     ├── UnsafePlan           a plan breaks a safety rail; nothing was changed: exit code 4
@@ -33,6 +34,11 @@ class ConfigError(HeliosError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class RunbookError(ConfigError):
+    """A runbook is invalid (``steps[2] (promote).timeout: field required``) or one of its
+    parameter templates could not be rendered against the plan context."""
 
 
 class UsageError(HeliosError):

@@ -167,10 +167,12 @@ def fence_description(old: NodeFacts, kind: str) -> str:
     return f"{old.name} unreachable and no fence_command: cannot fence"
 
 
-def raise_if_unsafe(
-    plan: FailoverPlan, *, primary_healthy: bool, in_cooldown: bool, automatic: bool
-) -> None:
-    """Refuse a plan that breaks a rail. Overrides: accept_data_loss, force (both recorded)."""
+def raise_if_unsafe(plan: FailoverPlan, *, primary_healthy: bool) -> None:
+    """Refuse a plan that breaks a rail. Overrides: accept_data_loss, force (both recorded).
+
+    The cooldown between automatic failovers is the decision engine's rail
+    (:func:`orchestrator.decision.in_cooldown`); a human asking for a failover is not bound by it.
+    """
     c = plan.candidate
     if c.node == plan.old_primary.name:
         raise UnsafePlan(f"{c.node} is the current primary; it cannot be the candidate")
@@ -196,5 +198,3 @@ def raise_if_unsafe(
             f"a switchover needs a healthy primary; {plan.old_primary.name} is not: "
             "use `orchestrator failover`"
         )
-    if automatic and in_cooldown:
-        raise UnsafePlan("inside the cooldown of the last automatic failover (orchestrator ack)")
