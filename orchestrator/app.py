@@ -16,11 +16,15 @@ from collections.abc import Callable, Iterator
 import structlog
 from prometheus_client import CollectorRegistry
 
+from orchestrator.autopilot import Autopilot
 from orchestrator.config import Config, Node
+from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher, reconcile_forever
+from orchestrator.failover import FailoverService
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
 from orchestrator.model import NodeRef, Snapshot, Topology
+from orchestrator.observability.failover_metrics import FailoverMetrics
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.server import HttpServer
 from orchestrator.observe import NodeProbes, Observer
@@ -29,6 +33,9 @@ from probes.http import HttpProbe
 from probes.postgres import PostgresProbe
 
 log = structlog.get_logger("helios.app")
+SHUTDOWN_GRACE = 30.0
+"""Seconds an in-flight failover may take to finish after SIGTERM before it is cancelled (the
+journal lets the next start resume it)."""
 
 
 def topology(cfg: Config) -> Topology:
@@ -70,7 +77,7 @@ def build_observer(cfg: Config) -> Observer:
         db = PostgresProbe(node.name, node.dsn, _password(node), timeout, service=cfg.service)
         http = HttpProbe(node.name, node.health_url, timeout) if node.health_url else None
         nodes.append(NodeProbes(node=ref, database=db, http=http))
-    return Observer(nodes)
+    return Observer(nodes, mark=load_mark(mark_path(cfg.state_dir)))
 
 
 def heartbeat_factory(cfg: Config) -> Callable[[str], HeartbeatWriter]:
@@ -119,14 +126,7 @@ async def run_daemon(
     )
     server = HttpServer(state, registry, cfg.listen.address, cfg.listen.port)
     observer = build_observer(cfg)
-    loop = Loop(
-        state=state,
-        observer=observer,
-        settings=health_settings(cfg),
-        metrics=metrics,
-        heartbeat=heartbeat_factory(cfg) if cfg.probes.heartbeat else None,
-        on_cycle=on_cycle,
-    )
+    autopilot_metrics = FailoverMetrics(registry)
     with _signals(stop):
         try:
             await server.start()
@@ -153,12 +153,28 @@ async def run_daemon(
                     if cfg.dns is not None
                     else None
                 )
+                service = FailoverService(cfg, switcher)
+                stack.push_async_callback(service.aclose)
+                autopilot = Autopilot(service, autopilot_metrics)
+                loop = Loop(
+                    state=state,
+                    observer=observer,
+                    settings=health_settings(cfg),
+                    metrics=metrics,
+                    heartbeat=heartbeat_factory(cfg) if cfg.probes.heartbeat else None,
+                    on_cycle=on_cycle,
+                    autopilot=autopilot,
+                    mark_file=mark_path(cfg.state_dir),
+                )
                 async with asyncio.TaskGroup() as tg:
+                    await autopilot.start(tg)
                     tg.create_task(loop.run(stop), name="tick-loop")
                     if switcher is not None:
                         tg.create_task(
                             reconcile_forever(switcher, cfg, stop), name="dns-reconciler"
                         )
+                    await stop.wait()
+                    await autopilot.drain(SHUTDOWN_GRACE)
         finally:
             await server.stop()
             log.info("helios-orchestrator stopped", reason="STOPPED")

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.decision import Controls, Memory, State
 from orchestrator.errors import HeliosError
+from orchestrator.lag import PrimaryMark
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
@@ -77,3 +78,24 @@ def save_memory(state_dir: str | os.PathLike[str], mem: Memory) -> None:
     doc = asdict(mem)
     doc["state"] = mem.state.value
     _write(Path(state_dir) / "decision.json", doc)
+
+
+def mark_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "primary-mark.json"
+
+
+def save_mark(path: Path, mark: PrimaryMark) -> None:
+    """The last primary position seen (atomic rename; not fsynced: refreshed every tick)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(mark)), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_mark(path: Path) -> PrimaryMark | None:
+    """The saved mark, or None when absent or unreadable."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return PrimaryMark(str(doc["node"]), doc["seq"], doc["lsn"], float(doc["at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -17,17 +17,25 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
-from orchestrator import health, status
+from orchestrator import health, lag, status
+from orchestrator.controls import save_mark
 from orchestrator.errors import OperationError
 from orchestrator.model import Assessment, Snapshot, Topology, Verdict
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observe import Observer
 
 log = structlog.get_logger("helios.loop")
+
+
+class TickHook(Protocol):
+    """Acts on each tick's assessment (the autopilot); returns fields for the tick's log line."""
+
+    async def on_tick(self, assessment: Assessment) -> dict[str, Any]: ...
 
 
 class HeartbeatWriter(Protocol):
@@ -91,6 +99,8 @@ class Loop:
         heartbeat: Callable[[str], HeartbeatWriter] | None,
         clock: Callable[[], float] = time.time,
         on_cycle: CycleHook | None = None,
+        autopilot: TickHook | None = None,
+        mark_file: Path | None = None,
     ) -> None:
         self._state = state
         self._observer = observer
@@ -100,6 +110,9 @@ class Loop:
         self._writers: dict[str, HeartbeatWriter] = {}
         self._clock = clock
         self._on_cycle = on_cycle
+        self._autopilot = autopilot
+        self._mark_file = mark_file
+        self._saved_mark: lag.PrimaryMark | None = None
         self._cycle = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,6 +152,9 @@ class Loop:
         snap = await self._observer.snapshot(self._cycle, at)
         assessment = health.assess(self._state.assessment, snap, self._state.topo, self._settings)
         hb = await self._write_heartbeat(assessment)
+        if self._autopilot is not None:
+            hb.update(await self._autopilot.on_tick(assessment))
+        await self._save_mark()
         duration = time.perf_counter() - t0
         self._metrics.record_cycle(snap, assessment, duration)
         self._state.assessment = assessment
@@ -182,6 +198,15 @@ class Loop:
             return {"heartbeat_error": str(exc)}
         self._metrics.heartbeat_seq.set(seq)
         return {"heartbeat_seq": seq}
+
+    async def _save_mark(self) -> None:
+        """Keep the last primary position on disk: a CLI plan made while the primary is gone
+        computes each replica's lag at the moment of loss from it."""
+        mark = self._observer.primary_mark
+        if self._mark_file is None or mark is None or mark == self._saved_mark:
+            return
+        await asyncio.to_thread(save_mark, self._mark_file, mark)
+        self._saved_mark = mark
 
     async def aclose(self) -> None:
         """Close heartbeat writers and probes; bounded; never raises."""

@@ -28,9 +28,9 @@ class NodeProbes:
 class Observer:
     """Owns the probes of every node and the last primary reference point for lag."""
 
-    def __init__(self, nodes: list[NodeProbes]) -> None:
+    def __init__(self, nodes: list[NodeProbes], mark: lag.PrimaryMark | None = None) -> None:
         self._nodes = nodes
-        self._mark: lag.PrimaryMark | None = None
+        self._mark = mark
 
     @property
     def primary_mark(self) -> lag.PrimaryMark | None:

@@ -1,0 +1,177 @@
+"""Autopilot: runs the decision engine every tick and acts on it.
+
+Guarantees: :meth:`Autopilot.on_tick` is quick (it reads the operator controls, decides, and
+persists what changed) and never starts a second failover while one runs; the failover itself
+runs as a task of the daemon's root TaskGroup; an incident is opened at the first failed probe
+of the primary, updated as the decision evolves and closed when the primary recovers or the
+failover ends; the decision memory is persisted so a restart keeps the cooldown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from orchestrator import decision
+from orchestrator.controls import load_controls, load_memory, save_memory
+from orchestrator.errors import HeliosError
+from orchestrator.failover import FailoverService, decision_settings
+from orchestrator.incidents import Incident, new_id
+from orchestrator.model import Assessment
+from orchestrator.observability.failover_metrics import FailoverMetrics
+
+log = structlog.get_logger("helios.autopilot")
+
+
+class Autopilot:
+    def __init__(self, service: FailoverService, metrics: FailoverMetrics | None = None) -> None:
+        self._svc = service
+        self._cfg = service.cfg
+        self._settings = decision_settings(service.cfg)
+        self._metrics = metrics
+        self.memory = load_memory(self._cfg.state_dir)
+        self.incident: Incident | None = service.incidents.open_incident()
+        self._tg: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        """Adopt the root TaskGroup; resume a run a previous daemon left unfinished."""
+        self._tg = tg
+        if await asyncio.to_thread(self._svc.journal.unfinished):
+            self.memory = decision.Memory(
+                state=decision.State.FAILING_OVER,
+                since=self.memory.since,
+                reason="RESUMING",
+                last_failover_at=self.memory.last_failover_at,
+                last_failover_from=self.memory.last_failover_from,
+            )
+            self._task = tg.create_task(self._resume(), name="failover-resume")
+
+    async def drain(self, grace: float) -> None:
+        """On shutdown: let a running failover finish within ``grace`` seconds, then cancel it
+        (its journal lets the next start resume it)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        log.warning(f"waiting up to {grace:g}s for the running failover", reason="DRAINING")
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            log.error(
+                "failover cancelled at shutdown; it resumes on the next start",
+                reason="FAILOVER_INTERRUPTED",
+            )
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def on_tick(self, a: Assessment) -> dict[str, Any]:
+        """Decide for this tick; returns fields for the tick's log line."""
+        controls = await asyncio.to_thread(load_controls, self._cfg.state_dir)
+        d, mem = decision.decide(self.memory, a, controls, self._settings, a.at)
+        await self._track_incident(a, d)
+        if d.action is decision.Action.FAILOVER and not self.busy and self._tg is not None:
+            self._task = self._tg.create_task(self._failover(a), name="failover")
+        if d.action is decision.Action.ESCALATE:
+            log.error(d.sentence, reason=f"ESCALATE_{d.reason}", decision=d.state.value)
+        for stale in d.demote:
+            if self._tg is not None and not self.busy:
+                self._tg.create_task(self._demote(stale, a), name=f"demote-{stale}")
+        if mem != self.memory:
+            self.memory = mem
+            await asyncio.to_thread(save_memory, self._cfg.state_dir, mem)
+        if self._metrics is not None:
+            self._metrics.record_decision(
+                self.memory,
+                controls,
+                self.incident,
+                a.at,
+                decision.in_cooldown(mem, controls, self._settings, a.at),
+            )
+        return {"decision": self.memory.state.value, "decision_reason": d.reason}
+
+    async def _track_incident(self, a: Assessment, d: decision.Decision) -> None:
+        primary = a.primary
+        if primary is None:
+            return
+        p = a.node(primary)
+        inc = self.incident
+        changed = False
+        if inc is None and p.consecutive_failures >= 1 and not self.busy:
+            inc = self.incident = Incident(
+                id=new_id(a.at), opened_at=a.at, primary=primary, region=p.node.region
+            )
+            inc.event("first_failure", a.at, p.reason)
+            changed = True
+        if inc is None:
+            return
+        if d.reason == "PRIMARY_LOST":
+            inc.event("confirmed", a.at, d.sentence)
+            changed = True
+        elif d.state is decision.State.HOLD and inc.status == "open":
+            inc.status = "held"
+            inc.event("hold", a.at, d.sentence)
+            changed = True
+        elif (
+            d.reason in ("PRIMARY_HEALTHY", "PRIMARY_RECOVERED", "IN_COOLDOWN")
+            and not self.busy
+            and inc.is_open
+            and inc.run_id is None
+        ):
+            inc.event("recovered", a.at, f"{primary} answers again")
+            inc.close("recovered", a.at)
+            changed = True
+        if changed:
+            await asyncio.to_thread(self._svc.incidents.save, inc)
+        if not inc.is_open:
+            self.incident = None
+
+    async def _failover(self, a: Assessment) -> None:
+        ok = False
+        try:
+            plan = await self._svc.plan(a, kind="failover", trigger="automatic")
+            _, inc = await self._svc.execute(plan, self.incident)
+            ok = inc.status == "failed_over"
+            if self._metrics is not None:
+                self._metrics.failover_done("automatic", inc, ok)
+        except HeliosError as exc:
+            log.error(f"automatic failover refused or failed: {exc}", reason="FAILOVER_REFUSED")
+            if self.incident is not None:
+                self.incident.notes.append(f"automatic failover refused: {exc}")
+                await asyncio.to_thread(self._svc.incidents.save, self.incident)
+        finally:
+            self.memory = decision.failover_finished(self.memory, ok, a.at)
+            await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
+            if ok:
+                self.incident = None
+
+    async def _resume(self) -> None:
+        ok = False
+        try:
+            results = await self._svc.resume_unfinished()
+            ok = all(r.status.value == "completed" for r in results)
+        finally:
+            self.memory = decision.failover_finished(self.memory, ok, self.memory.since)
+            await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
+            self.incident = None
+
+    async def _demote(self, node: str, a: Assessment) -> None:
+        newest = max((n.timeline or 0) for n in a.nodes)
+        try:
+            if await self._svc.drivers[node].demote_if_stale(newest):
+                log.error(
+                    f"{node} came back as a primary on an old timeline: fenced",
+                    reason="STALE_PRIMARY_FENCED",
+                    node=node,
+                )
+                last = self._svc.incidents.all()
+                if last:
+                    last[-1].divergent.append(
+                        f"{node} reappeared as primary (timeline < {newest}); fenced at {a.at:.3f}"
+                    )
+                    await asyncio.to_thread(self._svc.incidents.save, last[-1])
+        except HeliosError as exc:
+            log.error(f"could not demote stale primary {node}: {exc}", reason="DEMOTE_FAILED")
