@@ -143,10 +143,17 @@ def _print_sandbox(st: Any) -> None:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     sb = _sandbox(args)
     action = args.action
-    if action in {"kill", "stop", "start", "hang", "unhang"}:
+    if args.upstream and action != "rejoin":
+        raise UsageError("--upstream only goes with sandbox rejoin")
+    if action in {"kill", "stop", "start", "hang", "unhang", "fence", "rejoin"}:
         if not args.region:
             raise UsageError(f"sandbox {action} needs a REGION (us-east, us-west or eu)")
-        getattr(sb, action)(args.region)
+        if action == "rejoin":
+            if not args.upstream:
+                raise UsageError("sandbox rejoin needs --upstream REGION (the node to follow)")
+            _out(f"{args.region}: {sb.rejoin(args.region, args.upstream)}")
+        else:
+            getattr(sb, action)(args.region)
         _print_sandbox(sb.status())
         return 0
     if args.region:
@@ -217,22 +224,36 @@ def build_parser() -> argparse.ArgumentParser:
     schema = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     schema.set_defaults(func=cmd_config_schema)
 
-    from orchestrator import cli_dns, cli_ops
+    from orchestrator import cli_dns, cli_failover, cli_ops
 
     cli_dns.add_parser(sub)
+    cli_failover.add_parsers(sub)
     cli_ops.add_parsers(sub)
 
     sb = sub.add_parser("sandbox", help="local three-region PostgreSQL sandbox")
     sb.add_argument(
         "action",
-        choices=["up", "down", "status", "run", "kill", "stop", "start", "hang", "unhang"],
-        help="up/down/status/run the sandbox; kill/stop/start/hang/unhang one REGION",
+        choices=[
+            *("up", "down", "status", "run", "kill", "stop", "start", "hang", "unhang"),
+            *("fence", "rejoin"),
+        ],
+        help="up/down/status/run the sandbox; kill/stop/start/hang/unhang/fence/rejoin one "
+        "REGION (fence: SIGKILL it and leave standby.signal; rejoin: pg_rewind it from "
+        "--upstream and stream from there)",
     )
     sb.add_argument("region", nargs="?", help="us-east, us-west or eu")
     sb.add_argument(
         "--state-dir", default=os.environ.get("HELIOS_SANDBOX_DIR", DEFAULT_SANDBOX_DIR)
     )
-    sb.add_argument("--base-port", type=int, default=55431, help="first of three PostgreSQL ports")
+    sb.add_argument(
+        "--upstream", metavar="REGION", help="with rejoin: the region to rewind from and follow"
+    )
+    sb.add_argument(
+        "--base-port",
+        type=int,
+        default=55431,
+        help="the PostgreSQL service port (each region on its own 127.0.0.x address)",
+    )
     sb.add_argument("--metrics-port", type=int, default=9187, help="daemon metrics port")
     sb.add_argument("--purge", action="store_true", help="with down: also delete the state dir")
     sb.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -255,6 +255,22 @@ class Node(_Strict):
     dns_target: Annotated[str, AfterValidator(_check_target)] | None = Field(
         None, description="The address (A/AAAA) or host name (CNAME) clients should use."
     )
+    fence_command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Optional argv (no shell) that fences this node for good: it must stop it "
+        "and keep it from coming back as a primary (e.g. power it off, block it at the network, "
+        "or stop it and leave standby.signal). Needed to fence an unreachable node. Each item "
+        "is formatted with str.format_map: {node}, {region}, {upstream_node}, "
+        "{upstream_region}, {upstream_host}, {upstream_port}; write {{ and }} for braces.",
+    )
+    rejoin_command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Optional argv (no shell) that turns this stopped node into a standby of "
+        "{upstream_node} (e.g. pg_rewind, standby.signal, primary_conninfo, start). Formatted "
+        "like fence_command.",
+    )
 
 
 class Region(_Strict):

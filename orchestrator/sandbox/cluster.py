@@ -1,16 +1,37 @@
 """The local three-region sandbox: a PostgreSQL primary (``us-east``) and two streaming
-replicas (``us-west``, ``eu``) on loopback ports, all under one state directory::
+replicas (``us-west``, ``eu``) on loopback addresses, all under one state directory::
 
     <state>/data/<region>            data directories (PostgreSQL user, 0700)
-    <state>/run                      unix sockets (PostgreSQL user, 0700)
+    <state>/run/<region>             each server's unix socket (PostgreSQL user, 0700)
     <state>/logs/<region>.log        server output, plus initdb / pg_basebackup output
     <state>/secrets/helios.password  the helios role's password (invoking user, 0600)
     <state>/sandbox.json             ports, PIDs, OS user, DNS zone ids
     <state>/orchestrator.yaml        a generated orchestrator configuration
     <state>/dns.json, logs/dns.log   the DNS stack (see :mod:`orchestrator.sandbox.dns`)
 
+Network layout: one service port for the whole sandbox, one loopback address per region.
+Every postmaster listens on ``<its address>:<service port>`` and nowhere else::
+
+    us-east  127.0.0.1:<base_port>    us-west  127.0.0.2:<base_port>    eu  127.0.0.3:<base_port>
+
+so each region's address doubles as its ``dns_target``: whatever ``db.helios.test.`` resolves
+to, ``<answer>:<base_port>`` is that region's server, and a client that resolves the name (see
+:meth:`Sandbox.resolve_service`, :meth:`Sandbox.service_dsn`) reaches the primary the DNS
+record points at. Probes, replication and pg_rewind use each region's own address
+(:meth:`Sandbox.host`, :meth:`Sandbox.port`, :meth:`Sandbox.dsn`). The other ports keep their
+offsets from ``base_port``: the daemon's metrics at +3 (by convention of the callers), the DNS
+stack at +10..+15; +1 and +2 are no longer used. (PostgreSQL has one ``port`` per server, so a
+common service port needs distinct addresses; Linux routes all of 127.0.0.0/8 to ``lo`` and
+connections to 127.0.0.2/.3 leave from 127.0.0.1, which ``pg_hba.conf`` admits.)
+
 When run as root, every PostgreSQL program runs as the ``postgres`` OS user. Postmasters are
 started directly (``postgres -D``) as session leaders, so their PIDs are the real ones.
+
+Fencing and rejoining (what the generated configuration's ``fence_command`` and
+``rejoin_command`` run): :meth:`Sandbox.fence` SIGKILLs a region's whole server (hung or not)
+and leaves ``standby.signal`` in its data directory, so that no later start brings it back as a
+primary; :meth:`Sandbox.rejoin` rewinds a stopped region with ``pg_rewind`` from an upstream
+region and starts it as a standby streaming from there through its replication slot.
 
 Beside PostgreSQL, ``up`` runs the DNS stack (Route53 on moto, Cloudflare and Google Cloud DNS
 stand-ins, one authoritative name server per provider) as the invoking user on ports
@@ -28,6 +49,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +64,7 @@ from psycopg.conninfo import make_conninfo
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError, SandboxError
 from orchestrator.sandbox import procs
-from orchestrator.sandbox.dns import SandboxDns, dns_ports
+from orchestrator.sandbox.dns import RECORD, SandboxDns, dns_ports, query_a
 from orchestrator.sandbox.pgbin import PgTools
 
 log = logging.getLogger(__name__)
@@ -52,6 +74,11 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 TOOL_TIMEOUT = 180.0
 LOCK_TIMEOUT = 300.0
+REWIND_TIMEOUT = 120.0
+STREAM_TIMEOUT = 60.0
+RESOLVE_TIMEOUT = 2.0
+SERVICE_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+"""Each region's loopback address (in ``Sandbox.REGIONS`` order), also its ``dns_target``."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,8 @@ class RegionStatus:
     state: str  # "running" | "stopped" | "hung" | "missing"
     role: str  # "primary" | "replica" (from standby.signal) | "unknown" when missing
     data_dir: Path
+    host: str = ""  # the region's loopback address (port: the sandbox's service port)
+    fenced: bool = False  # fenced by `sandbox fence` and not rejoined since
 
 
 @dataclass(frozen=True)
@@ -135,6 +164,10 @@ class Sandbox:
     def _run_dir(self) -> Path:
         return self.state_dir / "run"
 
+    def _socket_dir(self, region: str) -> Path:
+        """Per region: the servers share the port number, so they cannot share a socket dir."""
+        return self._run_dir / self._region(region)
+
     @property
     def _secret_path(self) -> Path:
         return self.state_dir / "secrets" / "helios.password"
@@ -160,14 +193,55 @@ class Sandbox:
             return recorded
         return self._requested_port if self._requested_port is not None else DEFAULT_BASE_PORT
 
+    @property
+    def service_port(self) -> int:
+        """The one TCP port every region listens on (each on its own address): ``base_port``."""
+        return self.base_port
+
     def port(self, region: str) -> int:
-        return self.base_port + self.REGIONS.index(self._region(region))
+        """The region's PostgreSQL port: the service port, the same for every region."""
+        self._region(region)
+        return self.service_port
+
+    def host(self, region: str) -> str:
+        """The region's own loopback address: PostgreSQL listens on ``host:port`` only."""
+        return SERVICE_ADDRESSES[self.REGIONS.index(self._region(region))]
 
     def dsn(self, region: str, dbname: str = "postgres") -> str:
         return make_conninfo(
             "",
-            host="127.0.0.1",
+            host=self.host(region),
             port=self.port(region),
+            dbname=dbname,
+            user="helios",
+            connect_timeout=2,
+        )
+
+    def resolve_service(self) -> str:
+        """Ask the sandbox's Route53 authoritative name server (from the generated config's
+        ``dns.nameservers``) for ``db.helios.test. A``; the one address it serves. libpq cannot
+        resolve the stand-in zone itself, hence this. Bounded (about 2 s); SandboxError when the
+        DNS stack does not answer or serves no single address."""
+        try:
+            cfg = load_config(self.config_path())
+        except ConfigError as exc:
+            raise SandboxError(f"no usable sandbox config ({exc}); run `sandbox up`") from None
+        nameservers = cfg.dns.nameservers if cfg.dns else []
+        servers = [ns for ns in nameservers if ns.provider == "route53"]
+        if not servers:
+            raise SandboxError(f"{self.config_path()} names no route53 name server")
+        values = query_a(servers[0].address, servers[0].port, RECORD, RESOLVE_TIMEOUT)
+        if len(values) != 1:
+            raise SandboxError(f"{RECORD} A: expected one address, the name server gave {values}")
+        return values[0]
+
+    def service_dsn(self, dbname: str = "postgres") -> str:
+        """A DSN to the service: the address ``db.helios.test.`` resolves to now (see
+        :meth:`resolve_service`) on the service port, as the ``helios`` user."""
+        return make_conninfo(
+            "",
+            host=self.resolve_service(),
+            port=self.service_port,
             dbname=dbname,
             user="helios",
             connect_timeout=2,
@@ -185,12 +259,39 @@ class Sandbox:
         return procs.postmaster_pid(self.data_dir(region))
 
     def dns_target(self, region: str) -> str:
-        """The address the owned DNS record points at while ``region`` is primary."""
-        return f"127.0.0.{self.REGIONS.index(self._region(region)) + 1}"
+        """The address the owned DNS record points at while ``region`` is primary: the
+        region's own address, on which its server listens on the service port."""
+        return self.host(region)
+
+    def slot_name(self, region: str) -> str:
+        """The physical replication slot ``region`` streams through on its upstream."""
+        return self._region(region).replace("-", "_")
 
     @property
     def _dns(self) -> SandboxDns:
         return SandboxDns(self.state_dir, self.base_port)
+
+    def _upstream_conninfo(self, region: str, upstream: str) -> str:
+        """``primary_conninfo`` for ``region`` streaming from ``upstream`` (trust auth)."""
+        return make_conninfo(
+            "",
+            host=self.host(upstream),
+            port=self.port(upstream),
+            user="replicator",
+            application_name=region,
+        )
+
+    def _fenced(self) -> list[str]:
+        fenced = self._meta().get("fenced")
+        return [r for r in self.REGIONS if isinstance(fenced, list) and r in fenced]
+
+    def _set_fenced(self, region: str, fenced: bool) -> None:
+        meta = self._meta()
+        if not meta:
+            return
+        now = set(self._fenced()) | {region} if fenced else set(self._fenced()) - {region}
+        meta["fenced"] = [r for r in self.REGIONS if r in now]
+        procs.write_private(self._meta_path, json.dumps(meta, indent=2) + "\n", 0o644)
 
     def _exists(self, region: str) -> bool:
         return (self.data_dir(region) / "PG_VERSION").is_file()
@@ -211,6 +312,8 @@ class Sandbox:
                 if self._exists(r)
                 else "unknown",
                 data_dir=self.data_dir(r),
+                host=self.host(r),
+                fenced=r in self._fenced(),
             )
             for r in self.REGIONS
         )
@@ -228,11 +331,12 @@ class Sandbox:
 
     @staticmethod
     def _check_ports(base_port: int) -> None:
+        # base+1 and base+2 (the old per-region ports) stay in the block: never near 5432.
         ports = [*range(base_port, base_port + 3), *dns_ports(base_port)]
         if base_port < 1024 or max(ports) > 65535:
             raise SandboxError(
-                f"base port {base_port}: the PostgreSQL ports (base+0..2) and the DNS stack's "
-                "(base+10..15) must lie in 1024-65535"
+                f"base port {base_port}: the sandbox's ports (base+0..2, base being the "
+                "PostgreSQL service port) and the DNS stack's (base+10..15) must lie in 1024-65535"
             )
         if 5432 in ports:
             raise SandboxError(f"base port {base_port} would use port 5432; pick another")
@@ -247,12 +351,12 @@ class Sandbox:
                 )
 
     def _check_port_free(self, region: str) -> None:
-        """A region that is not running must find its port free (nothing else may hold it)."""
-        port = self.port(region)
-        if self._state(region) in ("missing", "stopped") and procs.port_in_use(port):
+        """A region that is not running must find its address and port free."""
+        port, host = self.port(region), self.host(region)
+        if self._state(region) in ("missing", "stopped") and procs.port_in_use(port, host):
             raise SandboxError(
-                f"port {port} (for region {region}) is already in use by another process; "
-                "stop it, or choose another base port or state dir"
+                f"port {port} on {host} (for region {region}) is already in use by another "
+                "process; stop it, or choose another base port or state dir"
             )
 
     @contextlib.contextmanager
@@ -272,6 +376,7 @@ class Sandbox:
             version=1,
             base_port=self.base_port,
             ports={r: self.port(r) for r in self.REGIONS},
+            hosts={r: self.host(r) for r in self.REGIONS},
             pids={r: self.postmaster_pid(r) for r in self.REGIONS},
             user=tools.run_as.name,
             uid=tools.run_as.uid,
@@ -299,6 +404,10 @@ class Sandbox:
                         "dsn": self.dsn(region),
                         "password": f"file:{self._secret_path}",
                         "dns_target": self.dns_target(region),
+                        "fence_command": self._command("fence", region),
+                        "rejoin_command": self._command(
+                            "rejoin", region, "--upstream", "{upstream_region}"
+                        ),
                     }
                 ],
             }
@@ -327,11 +436,22 @@ class Sandbox:
         except ConfigError as exc:
             raise SandboxError(f"generated config is invalid: {exc}") from None
 
+    def _command(self, action: str, region: str, *template: str) -> list[str]:
+        """``python -m orchestrator sandbox ACTION REGION ... --state-dir DIR`` as an argv
+        template: the literal parts have their braces doubled (the driver runs
+        ``str.format_map`` on every item), ``template`` items are kept as they are."""
+
+        def lit(text: str) -> str:
+            return text.replace("{", "{{").replace("}", "}}")
+
+        argv = [lit(sys.executable), "-m", "orchestrator", "sandbox", action, region]
+        return [*argv, *template, "--state-dir", lit(str(self.state_dir))]
+
     # --- SQL over the unix socket ---------------------------------------------------------
 
     def _admin(self, region: str) -> psycopg.Connection[Any]:
         return psycopg.connect(
-            host=str(self._run_dir),
+            host=str(self._socket_dir(region)),
             port=self.port(region),
             user="postgres",
             dbname="postgres",
@@ -360,7 +480,10 @@ class Sandbox:
         return tmp
 
     def _configure(self, region: str, data_dir: Path, tools: PgTools) -> None:
-        tools.configure(data_dir, region, self.port(region), self._run_dir)
+        procs.make_dir(self._socket_dir(region), 0o700, tools.run_as)
+        tools.configure(
+            data_dir, region, self.host(region), self.port(region), self._socket_dir(region)
+        )
 
     def _init_primary(self, region: str, tools: PgTools) -> None:
         log.info("initdb %s", region)
@@ -382,17 +505,8 @@ class Sandbox:
 
     def _clone(self, regions: list[str], source: str, tools: PgTools) -> None:
         """pg_basebackup ``regions`` from ``source`` in parallel, through staging dirs."""
-        slots = {r: r.replace("-", "_") for r in regions}
-        upstream = {
-            r: make_conninfo(
-                "",
-                host="127.0.0.1",
-                port=self.port(source),
-                user="replicator",
-                application_name=r,
-            )
-            for r in regions
-        }
+        slots = {r: self.slot_name(r) for r in regions}
+        upstream = {r: self._upstream_conninfo(r, source) for r in regions}
         with self._admin(source) as conn:  # a slot left by an interrupted clone blocks -C
             conn.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -443,9 +557,9 @@ class Sandbox:
         procs.kill_all(data_dir)  # leftovers of a killed postmaster still hold shared memory
         port = self.port(region)
         self._check_port_free(region)
-        procs.clear_stale_locks(data_dir, self._run_dir / f".s.PGSQL.{port}.lock")
         self._configure(region, data_dir, tools)
-        log.info("starting %s on port %d", region, port)
+        procs.clear_stale_locks(data_dir, self._socket_dir(region) / f".s.PGSQL.{port}.lock")
+        log.info("starting %s on %s:%d", region, self.host(region), port)
         return tools.postmaster(data_dir, self._log_path(region))
 
     def _wait_ready(self, region: str, proc: subprocess.Popen[bytes]) -> None:
@@ -524,7 +638,7 @@ class Sandbox:
                 "another --state-dir, or `sandbox down --purge` first"
             )
         self._check_ports(self.base_port)
-        socket_path = self._run_dir / f".s.PGSQL.{self.base_port}"
+        socket_path = self._socket_dir("us-west") / f".s.PGSQL.{self.base_port}"  # the longest
         if len(str(socket_path)) > 107:
             raise SandboxError(f"state dir path too long for a unix socket: {socket_path}")
         for region in self.REGIONS:
@@ -624,6 +738,130 @@ class Sandbox:
         with self._locked():
             self._start([region], tools)
             self._refresh_meta()
+
+    def fence(self, region: str) -> None:
+        """Make sure ``region`` serves no writes, now or after any later start.
+
+        Writes ``standby.signal`` into its data directory first (so even a failed kill cannot
+        leave a server that would come back as a primary), then SIGCONTs and SIGKILLs every
+        process of the server, a hung one included, and records the region as fenced in
+        ``sandbox.json``. A later plain ``start`` brings it up as a standby (read-only, on its
+        old ``primary_conninfo`` if any); :meth:`rejoin` makes it a streaming replica again.
+        Idempotent; fencing a stopped region only writes the signal file.
+        """
+        data_dir = self.data_dir(region)
+        if not self._exists(region):
+            raise SandboxError(f"region {region} has no data directory in {self.state_dir}")
+        run_as = procs.RunAs.resolve()
+        with self._locked():
+            procs.write_private(data_dir / "standby.signal", "", 0o600, run_as)
+            procs.kill_all(data_dir)
+            self._set_fenced(region, True)
+            self._refresh_meta()
+        log.info("fenced %s", region)
+
+    def rejoin(self, region: str, upstream: str) -> str:
+        """Turn ``region`` (stopped, or a running standby) into a standby streaming from the
+        running ``upstream``; returns "rewound" or "no rewind required".
+
+        Steps: stop ``region`` if it runs as a standby (fast shutdown; SandboxError if it runs
+        as a primary or is hung: fence it first); CHECKPOINT on the upstream (a freshly
+        promoted server's control file names its new timeline only after one; pg_rewind reads
+        it); create ``region``'s physical slot there if missing; ``pg_rewind`` the data
+        directory from the upstream as the ``helios`` superuser (it discards whatever
+        ``region`` wrote after the timelines forked, and first runs crash recovery when the
+        server was killed; "no rewind required" is fine); write ``standby.signal`` and
+        ``primary_conninfo`` (``application_name=<region>``) plus ``primary_slot_name`` into
+        ``postgresql.auto.conf``; start it; wait until its WAL receiver streams (bounded by
+        ``STREAM_TIMEOUT``). ``standby.signal`` is absent only while pg_rewind runs (its
+        single-user crash recovery refuses standby mode), under the sandbox lock, with the
+        server down; it is written back even when pg_rewind fails.
+        """
+        data_dir = self.data_dir(region)
+        self._region(upstream)
+        if region == upstream:
+            raise SandboxError(f"{region} cannot rejoin itself")
+        if not self._exists(region):
+            raise SandboxError(f"region {region} has no data directory in {self.state_dir}")
+        tools = PgTools.resolve()
+        with self._locked():
+            if self._state(upstream) != "running":
+                raise SandboxError(f"cannot rejoin {region}: upstream {upstream} is not running")
+            if self.postmaster_pid(region) is not None:
+                self._stop_standby(region)
+            procs.kill_all(data_dir)  # children of a killed postmaster still hold shared memory
+            procs.clear_stale_locks(
+                data_dir, self._socket_dir(region) / f".s.PGSQL.{self.port(region)}.lock"
+            )
+            slot = self.slot_name(region)
+            with self._admin(upstream) as conn:
+                conn.execute("CHECKPOINT")
+                conn.execute(
+                    "SELECT pg_create_physical_replication_slot(%(s)s) WHERE NOT EXISTS "
+                    "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %(s)s)",
+                    {"s": slot},
+                )
+            signal_file = data_dir / "standby.signal"
+            (data_dir / "recovery.signal").unlink(missing_ok=True)
+            signal_file.unlink(missing_ok=True)
+            try:
+                source = make_conninfo(
+                    "",
+                    host=self.host(upstream),
+                    port=self.port(upstream),
+                    user="helios",
+                    dbname="postgres",
+                    connect_timeout=5,
+                )
+                out = tools.rewind(
+                    data_dir, source, self.password(), self._log_path(region), REWIND_TIMEOUT
+                )
+            finally:
+                tools.write(signal_file, "")
+            tools.set_upstream(data_dir, self._upstream_conninfo(region, upstream), slot)
+            proc = self._spawn(region, tools)  # rewrites the settings pg_rewind copied over
+            if proc is not None:
+                self._wait_ready(region, proc)
+            self._wait_streaming(region, STREAM_TIMEOUT)
+            self._set_fenced(region, False)
+            self._refresh_meta()
+        outcome = "no rewind required" if "no rewind required" in out else "rewound"
+        log.info("rejoined %s to %s (%s)", region, upstream, outcome)
+        return outcome
+
+    def _stop_standby(self, region: str) -> None:
+        """Stop ``region`` (fast shutdown) if it runs as a standby; refuse if it runs as a
+        primary: a primary must be fenced (or stopped) before it rejoins."""
+        if self._state(region) == "hung":
+            raise SandboxError(f"{region} is hung; fence it before a rejoin")
+        try:
+            with self._admin(region) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        except psycopg.Error as exc:
+            raise SandboxError(f"{region} is running but does not answer ({exc})") from None
+        if not (row and row[0]):
+            raise SandboxError(f"{region} is running as a primary; fence it before a rejoin")
+        log.info("stopping the standby %s for its rejoin", region)
+        self._stop([region])
+
+    def _wait_streaming(self, region: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: str = "no answer"
+        while True:
+            try:
+                with self._admin(region) as conn:
+                    row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                last = str(row[0]) if row else "no WAL receiver"
+                if last == "streaming":
+                    return
+            except psycopg.Error as exc:
+                last = str(exc).strip()
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"{region} did not stream within {timeout:g}s ({last}); "
+                    f"{procs.tail(self._log_path(region))}"
+                )
+            time.sleep(0.1)
 
     def hang(self, region: str) -> None:
         """SIGSTOP the postmaster and every child (each child is its own process group, so

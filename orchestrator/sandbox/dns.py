@@ -363,6 +363,39 @@ class SandboxDns:
         }
 
 
+def query_a(address: str, port: int, name: str, timeout: float) -> list[str]:
+    """Ask the authoritative server at ``address:port`` (recursion not desired) for ``name``'s
+    A records; the sorted addresses. SandboxError when it does not answer within ``timeout``
+    or answers with an error code."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
+    query = dns.message.make_query(name, "A")
+    query.flags &= ~dns.flags.RD
+    try:
+        reply = dns.query.udp(query, address, port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise SandboxError(
+            f"the name server {address}:{port} did not answer for {name}: "
+            f"{exc or type(exc).__name__}"
+        ) from None
+    if reply.rcode() != dns.rcode.NOERROR:
+        raise SandboxError(
+            f"the name server {address}:{port} answered {dns.rcode.to_text(reply.rcode())} "
+            f"for {name}"
+        )
+    return sorted(
+        str(rd.to_text())
+        for rrset in reply.answer
+        if rrset.rdtype == dns.rdatatype.A
+        for rd in rrset
+    )
+
+
 def _bindable(port: int, kind: int) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
         if kind == socket.SOCK_STREAM:

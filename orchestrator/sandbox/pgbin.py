@@ -7,9 +7,11 @@ Binary search order: ``$HELIOS_PG_BINDIR``, then the highest version under
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +110,8 @@ CONF_NAME = "helios-sandbox.conf"
 HBA = (
     "# Written by the helios sandbox.\n"
     "local all all trust\n"
-    "host replication replicator 127.0.0.1/32 trust\n"
-    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host replication replicator 127.0.0.0/8 trust\n"
+    "host all all 127.0.0.0/8 scram-sha-256\n"
 )
 
 
@@ -118,9 +120,10 @@ def quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def server_conf(region: str, port: int, socket_dir: Path) -> str:
+def server_conf(region: str, address: str, port: int, socket_dir: Path) -> str:
+    """The sandbox's settings: TCP on ``address:port`` only, unix socket in ``socket_dir``."""
     settings = {
-        "listen_addresses": quote("127.0.0.1"),
+        "listen_addresses": quote(address),
         "port": str(port),
         "unix_socket_directories": quote(str(socket_dir)),
         "unix_socket_permissions": "0700",
@@ -231,6 +234,45 @@ class PgTools:
         ]
         return self.popen(argv, log_path, data_dir.parent)
 
+    def rewind(
+        self, data_dir: Path, source: str, password: str, log_path: Path, timeout: float
+    ) -> str:
+        """``pg_rewind`` ``data_dir`` (stopped) from the running server at conninfo ``source``
+        (a superuser); the password goes through ``PGPASSWORD``, never the command line. Runs
+        crash recovery first if the target was not shut down cleanly (PostgreSQL 13+). Returns
+        pg_rewind's output (also appended to ``log_path``); raises SandboxError on failure."""
+        argv = [self.bin.pg_rewind, f"--target-pgdata={data_dir}", f"--source-server={source}"]
+        with log_path.open("ab") as log:
+            log.write(f"\n--- {' '.join(argv)}\n".encode())
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir.parent,
+            env={**self.env, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"},
+            start_new_session=True,  # its single-user postgres child is killed with it
+            user=self.run_as.popen_user,
+            group=self.run_as.popen_group,
+            extra_groups=self.run_as.popen_extra_groups,
+        )
+        try:
+            raw, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise SandboxError(
+                f"pg_rewind of {data_dir} did not finish within {timeout:g}s"
+            ) from None
+        out = raw.decode(errors="replace")
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(out)
+        if proc.returncode != 0:
+            last = " | ".join(ln for ln in out.splitlines()[-8:] if ln.strip())
+            raise SandboxError(f"pg_rewind of {data_dir} failed (exit {proc.returncode}): {last}")
+        return out
+
     def postmaster(self, data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
         """``postgres -D data_dir`` as a session (and process group) leader, reaped in the
         background. Its PID is the postmaster's own."""
@@ -244,9 +286,11 @@ class PgTools:
         """A file inside a data directory: mode 0600, owned by the PostgreSQL user."""
         procs.write_private(path, text, 0o600, self.run_as)
 
-    def configure(self, data_dir: Path, region: str, port: int, socket_dir: Path) -> None:
+    def configure(
+        self, data_dir: Path, region: str, address: str, port: int, socket_dir: Path
+    ) -> None:
         """(Re)write the sandbox settings and pg_hba.conf, and include the settings once."""
-        self.write(data_dir / CONF_NAME, server_conf(region, port, socket_dir))
+        self.write(data_dir / CONF_NAME, server_conf(region, address, port, socket_dir))
         self.write(data_dir / "pg_hba.conf", HBA)
         main = data_dir / "postgresql.conf"
         include = f"include {quote(CONF_NAME)}"
