@@ -129,7 +129,11 @@ def candidates(assessment: Assessment, settings: Settings) -> tuple[Candidate, .
     for n in assessment.nodes:
         if not _eligible(n, assessment.primary, settings):
             continue
-        within = n.lag_seconds is not None and n.lag_seconds <= settings.rpo
+        # Heartbeat lag is the RPO currency; without it, only a replica that is provably
+        # caught up (0 WAL bytes behind the primary's last position) counts as within the RPO.
+        within = (n.lag_seconds is not None and n.lag_seconds <= settings.rpo) or (
+            n.lag_seconds is None and n.lag_bytes == 0
+        )
         out.append(Candidate(n.node.name, n.node.region, n.lag_seconds, n.lag_bytes, within))
     out.sort(
         key=lambda c: (

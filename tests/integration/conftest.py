@@ -142,3 +142,27 @@ def sandbox() -> Iterator[Sandbox]:
                     os.kill(pid, signal.SIGKILL)
             shutil.rmtree(state_dir, ignore_errors=True)
             assert not leftovers, f"processes left running after destroy(): {leftovers}"
+
+
+@pytest.fixture
+def fresh_sandbox() -> Iterator[Sandbox]:
+    """A sandbox of its own for one destructive test (own directory and port block),
+    destroyed afterwards with nothing left running."""
+    state_dir = Path(tempfile.mkdtemp(prefix="helios-fresh-", dir="/tmp"))
+    state_dir.chmod(0o755)
+    base_port, lock_fd = reserve_ports()
+    sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
+    try:
+        sb.up()
+        yield sb
+    finally:
+        try:
+            sb.destroy()
+        finally:
+            os.close(lock_fd)
+            leftovers = processes_under(state_dir)
+            for pid, _cmd in leftovers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(state_dir, ignore_errors=True)
+            assert not leftovers, f"processes left running after destroy(): {leftovers}"

@@ -161,6 +161,13 @@ def test_unknown_lag_is_not_within_rpo() -> None:
     assert d.reason == "RPO_EXCEEDED"
 
 
+def test_unknown_lag_but_zero_bytes_behind_is_within_rpo() -> None:
+    caught_up = node(W, Verdict.DEGRADED, lag=None, lag_bytes=0, reason="REPLICATION_BROKEN")
+    d, _ = step(Memory(), world("down", west=caught_up))
+    assert d.action is Action.FAILOVER and d.candidate is not None
+    assert d.candidate.node == "us-west-1"
+
+
 def test_no_candidate_holds() -> None:
     dead = node(W, Verdict.DOWN, failures=5, reason="NODE_DOWN:refused")
     dead_eu = node(E, Verdict.DOWN, failures=5, reason="NODE_DOWN:refused")
@@ -251,7 +258,10 @@ def test_safety_invariants(seq: list[tuple[Assessment, Controls, float]]) -> Non
             assert a.primary_loss_confirmed
             assert not controls.paused
             assert d.candidate is not None and d.candidate.within_rpo
-            assert d.candidate.lag_seconds is not None and d.candidate.lag_seconds <= SET.rpo
+            c = d.candidate
+            assert (c.lag_seconds is not None and c.lag_seconds <= SET.rpo) or (
+                c.lag_seconds is None and c.lag_bytes == 0
+            )
             # never the old primary, never an unreachable node
             assert d.candidate.node != a.primary
             cand = a.node(d.candidate.node)
