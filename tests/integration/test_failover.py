@@ -300,3 +300,148 @@ def test_dry_run_changes_nothing(sandbox: Any) -> None:
     with psycopg.connect(sandbox.dsn("us-east"), password=sandbox.password()) as c:
         assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
     assert (journal.read_bytes() if journal.exists() else None) == before
+
+
+async def test_switchover_loses_nothing_and_rejoins_the_old_primary(fresh_sandbox: Any) -> None:
+    sb = fresh_sandbox
+    setup_load_table(sb)
+    cfg = fast_config(sb)
+    config = str(sb.config_path())
+    load = Load(sb)
+    async with daemon(cfg) as rec:
+        writer = asyncio.create_task(load.run())
+        try:
+            await until(lambda: len(load.acked) > 100, 20, "write load")
+            t0 = time.monotonic()
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [str(EXE), "switchover", "--to", "us-west", "--config", config],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            took = time.monotonic() - t0
+            assert out.returncode == 0, out.stdout + out.stderr
+            await until(
+                lambda: any(at > t0 and w == sb.host("us-west") for _, at, w in load.acked[-50:]),
+                30,
+                "writes resume",
+            )
+        finally:
+            load.stop.set()
+            await writer
+        await rec.until(
+            lambda a: a.primary == "us-west-1" and a.reason == "ALL_HEALTHY", timeout=40
+        )
+    on_new = await asyncio.to_thread(ids_on, sb, "us-west")
+    lost = [i for i, _, _ in load.acked if i not in on_new]
+    assert lost == []
+    with psycopg.connect(sb.dsn("us-east"), password=sb.password(), autocommit=True) as c:
+        assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        row = c.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+        assert row == ("streaming",)
+    assert served(config) == {sb.host("us-west")}
+    inc = next(i for i in IncidentStore(cfg.state_dir).all() if i.kind == "switchover")
+    assert inc.status == "failed_over" and inc.new_primary == "us-west-1"
+    before = max(at for _, at, w in load.acked if at < t0)
+    after = min(at for _, at, w in load.acked if at > t0 and w == sb.host("us-west"))
+    print(
+        f"\n[switchover] command {took:.2f}s, write gap {after - before:.2f}s, "
+        f"{len(load.acked)} acknowledged commits, 0 lost"
+    )
+
+
+async def test_fenced_old_primary_never_writes_again(fresh_sandbox: Any) -> None:
+    sb = fresh_sandbox
+    cfg = fast_config(sb)
+    async with daemon(cfg) as rec:
+        await asyncio.to_thread(sb.kill, "us-east")
+        await rec.until(lambda a: a.primary == "us-west-1", timeout=40)
+        # the old primary is started again by someone: it comes back as a standby
+        await asyncio.to_thread(sb.start, "us-east")
+        with psycopg.connect(sb.dsn("us-east"), password=sb.password(), autocommit=True) as c:
+            assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                c.execute("CREATE TABLE split_brain(x int)")
+        await asyncio.sleep(3 * INTERVAL)
+        assert rec.last.primary == "us-west-1"
+        assert rec.last.reason != "SPLIT_BRAIN"
+
+
+def test_daemon_killed_mid_runbook_resumes_on_restart(fresh_sandbox: Any, tmp_path: Path) -> None:
+    sb = fresh_sandbox
+    books = tmp_path / "runbooks"
+    books.mkdir()
+    repo_books = Path(__file__).resolve().parents[2] / "runbooks"
+    (books / "switchover.yaml").write_text((repo_books / "switchover.yaml").read_text())
+    failover = yaml.safe_load((repo_books / "failover.yaml").read_text())
+    at = [s["name"] for s in failover["steps"]].index("promote") + 1
+    failover["steps"].insert(
+        at, {"name": "hold_on", "action": "pause", "params": {"seconds": 8}, "timeout": "20s"}
+    )
+    (books / "failover.yaml").write_text(yaml.safe_dump(failover))
+    data = yaml.safe_load(Path(sb.config_path()).read_text())
+    data["probes"].update({"interval": INTERVAL, "timeout": 0.3})
+    data["failover"]["runbooks_dir"] = str(books)
+    cfg_path = tmp_path / "helios.yaml"
+    cfg_path.write_text(yaml.safe_dump(data))
+    cfg = load_config(cfg_path)
+    journal = Path(cfg.state_dir) / "journal.jsonl"
+
+    logs = tmp_path / "daemon.log"
+
+    def start() -> subprocess.Popen[bytes]:
+        with logs.open("ab") as log:
+            return subprocess.Popen(
+                [str(EXE), "run", "--config", str(cfg_path)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def journal_has(kind: str, step: str | None = None) -> bool:
+        if not journal.exists():
+            return False
+        for line in journal.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["kind"] == kind and (step is None or rec.get("step") == step):
+                return True
+        return False
+
+    def wait(pred: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{what} not within {timeout}s")
+
+    first = start()
+    try:
+        time.sleep(3)
+        sb.kill("us-east")
+        wait(lambda: journal_has("step_started", "hold_on"), 40, "the runbook to reach hold_on")
+        first.kill()  # SIGKILL: no clean shutdown, the run is left unfinished
+        first.wait(timeout=10)
+        assert not journal_has("run_finished")
+        assert served(str(cfg_path)) == {sb.host("us-east")}  # DNS not switched yet
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    second = start()
+    try:
+        wait(lambda: journal_has("run_finished"), 60, "the resumed run to finish")
+        assert served(str(cfg_path)) == {sb.host("us-west")}
+    finally:
+        second.terminate()
+        second.wait(timeout=40)
+    assert second.returncode == 0, logs.read_text()[-2000:]
+    records = [json.loads(x) for x in journal.read_text().splitlines()]
+    runs = {r["run"] for r in records if r["kind"] == "run_started"}
+    assert len(runs) == 1  # the same run was resumed, not a new one started
+    assert [r["step"] for r in records if r["kind"] == "step_finished"].count("promote") == 1
+    assert any(r["kind"] == "note" and r.get("event") == "resumed" for r in records)
+    inc = next(i for i in IncidentStore(cfg.state_dir).all() if i.run_id)
+    assert inc.status == "failed_over"
+    assert any("resumed" in n for n in inc.notes)
