@@ -35,6 +35,7 @@ class Autopilot:
         self.incident: Incident | None = service.incidents.open_incident()
         self._tg: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
+        self._demoting: set[str] = set()
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         """Adopt the root TaskGroup; resume a run a previous daemon left unfinished."""
@@ -77,9 +78,8 @@ class Autopilot:
             self._task = self._tg.create_task(self._failover(a), name="failover")
         if d.action is decision.Action.ESCALATE:
             log.error(d.sentence, reason=f"ESCALATE_{d.reason}", decision=d.state.value)
-        for stale in d.demote:
-            if self._tg is not None and not self.busy:
-                self._tg.create_task(self._demote(stale, a), name=f"demote-{stale}")
+        if d.demote and self._tg is not None and not self.busy:
+            await self._demote_stale(d.demote, a)
         if mem != self.memory:
             self.memory = mem
             await asyncio.to_thread(save_memory, self._cfg.state_dir, mem)
@@ -158,8 +158,25 @@ class Autopilot:
             await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
             self.incident = None
 
+    async def _demote_stale(self, nodes: tuple[str, ...], a: Assessment) -> None:
+        """Fence primaries on an older timeline, one task per node. A run in progress (ours or
+        an operator's switchover) owns the topology: its old primary is left to the runbook."""
+        unfinished = await asyncio.to_thread(self._svc.journal.unfinished)
+        if self._tg is None or unfinished:
+            return
+        for stale in nodes:
+            if stale not in self._demoting:
+                self._demoting.add(stale)
+                self._tg.create_task(self._demote(stale, a), name=f"demote-{stale}")
+
     async def _demote(self, node: str, a: Assessment) -> None:
         newest = max((n.timeline or 0) for n in a.nodes)
+        try:
+            await self._demote_once(node, a, newest)
+        finally:
+            self._demoting.discard(node)
+
+    async def _demote_once(self, node: str, a: Assessment, newest: int) -> None:
         try:
             if await self._svc.drivers[node].demote_if_stale(newest):
                 log.error(

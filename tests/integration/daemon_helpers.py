@@ -21,9 +21,15 @@ TIMEOUT = 0.3
 THRESHOLD = 3
 
 
-def fast_config(sandbox: Any, dns: dict[str, Any] | None = None, **probes: Any) -> Config:
-    """The sandbox's generated config with fast ticks and a free metrics port."""
+def fast_config(
+    sandbox: Any, dns: dict[str, Any] | None = None, automatic: bool = False, **probes: Any
+) -> Config:
+    """The sandbox's generated config with fast ticks and a free metrics port.
+
+    Automatic failover is off unless asked for: detection tests on the shared sandbox must
+    not move its primary."""
     data = yaml.safe_load(Path(sandbox.config_path()).read_text())
+    data.setdefault("failover", {})["automatic"] = automatic
     if dns is not None:
         data["dns"].update(dns)
     data["probes"].update(

@@ -103,7 +103,7 @@ async def until(pred: Any, timeout: float, what: str) -> None:
 async def test_lost_primary_fails_over_under_write_load(fresh_sandbox: Any, failure: str) -> None:
     sb = fresh_sandbox
     setup_load_table(sb)
-    cfg = fast_config(sb)
+    cfg = fast_config(sb, automatic=True)
     config = str(sb.config_path())
     store = IncidentStore(cfg.state_dir)
     load = Load(sb)
@@ -173,7 +173,7 @@ async def test_lost_primary_fails_over_under_write_load(fresh_sandbox: Any, fail
 
 async def test_blip_shorter_than_threshold_does_not_fail_over(fresh_sandbox: Any) -> None:
     sb = fresh_sandbox
-    cfg = fast_config(sb)
+    cfg = fast_config(sb, automatic=True)
     async with daemon(cfg) as rec:
         t0 = time.monotonic()
         await asyncio.to_thread(sb.hang, "us-east")
@@ -305,7 +305,7 @@ def test_dry_run_changes_nothing(sandbox: Any) -> None:
 async def test_switchover_loses_nothing_and_rejoins_the_old_primary(fresh_sandbox: Any) -> None:
     sb = fresh_sandbox
     setup_load_table(sb)
-    cfg = fast_config(sb)
+    cfg = fast_config(sb, automatic=True)
     config = str(sb.config_path())
     load = Load(sb)
     async with daemon(cfg) as rec:
@@ -354,7 +354,7 @@ async def test_switchover_loses_nothing_and_rejoins_the_old_primary(fresh_sandbo
 
 async def test_fenced_old_primary_never_writes_again(fresh_sandbox: Any) -> None:
     sb = fresh_sandbox
-    cfg = fast_config(sb)
+    cfg = fast_config(sb, automatic=True)
     async with daemon(cfg) as rec:
         await asyncio.to_thread(sb.kill, "us-east")
         await rec.until(lambda a: a.primary == "us-west-1", timeout=40)
