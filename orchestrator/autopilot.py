@@ -36,6 +36,7 @@ class Autopilot:
         self._tg: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._demoting: set[str] = set()
+        self._rejoining: set[str] = set()
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         """Adopt the root TaskGroup; resume a run a previous daemon left unfinished."""
@@ -80,6 +81,7 @@ class Autopilot:
             log.error(d.sentence, reason=f"ESCALATE_{d.reason}", decision=d.state.value)
         if d.demote and self._tg is not None and not self.busy:
             await self._demote_stale(d.demote, a)
+        await self._maybe_rejoin(a, d)
         if mem != self.memory:
             self.memory = mem
             await asyncio.to_thread(save_memory, self._cfg.state_dir, mem)
@@ -157,6 +159,45 @@ class Autopilot:
             self.memory = decision.failover_finished(self.memory, ok, self.memory.since)
             await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
             self.incident = None
+
+    async def _maybe_rejoin(self, a: Assessment, d: decision.Decision) -> None:
+        """The last failover's old primary is back (a reachable standby that streams from
+        nobody) and the new primary is healthy: rewind it and make it follow the new primary."""
+        old = self.memory.last_failover_from
+        if (
+            old is None
+            or self._tg is None
+            or self.busy
+            or old in self._rejoining
+            or a.primary is None
+            or a.primary == old
+        ):
+            return
+        if d.state not in (decision.State.COOLDOWN, decision.State.HEALTHY):
+            return
+        node = a.node(old)
+        if node.consecutive_failures or node.role.value != "replica":
+            return
+        if node.reason != "REPLICATION_BROKEN":
+            return
+        if await asyncio.to_thread(self._svc.journal.unfinished):
+            return
+        self._rejoining.add(old)
+        self._tg.create_task(self._rejoin(old, a.primary), name=f"rejoin-{old}")
+
+    async def _rejoin(self, node: str, upstream: str) -> None:
+        up = self._svc.infos[upstream]
+        try:
+            how = await self._svc.drivers[node].rejoin(up.name, up.region, up.host, up.port)
+            log.warning(
+                f"{node} rejoined as a replica of {upstream} ({how})",
+                reason="OLD_PRIMARY_REJOINED",
+                node=node,
+            )
+        except HeliosError as exc:
+            log.error(f"could not rejoin {node}: {exc}", reason="REJOIN_FAILED", node=node)
+        finally:
+            self._rejoining.discard(node)
 
     async def _demote_stale(self, nodes: tuple[str, ...], a: Assessment) -> None:
         """Fence primaries on an older timeline, one task per node. A run in progress (ours or

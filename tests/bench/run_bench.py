@@ -1,15 +1,21 @@
 """Benchmark of the daemon against a real three-region sandbox (``make bench``).
 
-Creates a sandbox in a fresh 0755 directory under /tmp on free ports, runs the daemon in this
-process (:func:`orchestrator.app.run_daemon`) with the default probe settings, and measures:
+Runs the daemon in this process (:func:`orchestrator.app.run_daemon`) with the default probe
+settings against sandboxes in fresh 0755 directories under /tmp, each on its own reserved block
+of 16 ports, and measures:
 
-1. steady state: probe latency per role, tick duration and period, memory;
-2. detection: SIGKILL and SIGSTOP ("hang") of the primary until it is judged DOWN, and from
+1. ``steady``: probe latency per role, tick duration and period, memory;
+2. ``detection``: SIGKILL and SIGSTOP ("hang") of the primary until it is judged DOWN, and from
    restart/resume until it is HEALTHY again;
-3. lag accuracy: a 5 s ``recovery_min_apply_delay`` on us-west under a write load.
+3. ``lag``: lag accuracy with a 5 s ``recovery_min_apply_delay`` on us-west under a write load;
+4. ``failover``, ``failover-sync``, ``switchover`` (:mod:`tests.bench.failover`): write
+   unavailability and acknowledged commits lost through the service name when the primary is
+   killed (asynchronous and synchronous replication) and in a planned switchover; 5 runs each,
+   every run on a fresh sandbox.
 
-The results are printed as Markdown and, with ``--write FILE``, replace FILE entirely. The
-sandbox is destroyed at the end, also on failure or Ctrl-C; nothing is left running.
+Parts 1-3 share one sandbox. ``--only PART[,PART...]`` runs a selection (default: all). The
+results are printed as Markdown and, with ``--write FILE``, replace FILE entirely. Every sandbox
+is destroyed at the end, also on failure or Ctrl-C; nothing is left running.
 
 Run from the repository root: ``python -m tests.bench.run_bench --write BENCHMARKS.md``.
 """
@@ -18,45 +24,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
-import fcntl
 import itertools
 import math
 import os
 import platform
-import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import httpx
 import psycopg
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from orchestrator.app import run_daemon
-from orchestrator.config import Config, load_config
 from orchestrator.errors import SandboxError
-from orchestrator.model import Assessment, Snapshot, Verdict
+from orchestrator.model import Verdict
 from orchestrator.observability.logging import configure_logging
 from orchestrator.sandbox import Sandbox, find_pg_binaries
+from tests.bench import failover
+from tests.bench.common import (
+    FAILURE_THRESHOLD,
+    INTERVAL,
+    PRIMARY,
+    PRIMARY_REGION,
+    RECOVERY_THRESHOLD,
+    TIMEOUT,
+    Dist,
+    Interrupted,
+    Recorder,
+    bench_config,
+    ms,
+    progress,
+    running_daemon,
+    sandbox_in_tmp,
+    sec,
+    timed_call,
+)
+from tests.bench.failover import Series
 
-# Probe settings: the documented defaults.
-INTERVAL = 1.0
-TIMEOUT = 0.8
-FAILURE_THRESHOLD = 3
-RECOVERY_THRESHOLD = 3
 DOWN_BOUND = INTERVAL * FAILURE_THRESHOLD + INTERVAL  # "interval x threshold plus one tick"
 
 STEADY_TICKS = 30
@@ -64,289 +76,16 @@ TRIALS = 5
 LAG_DELAY = 5.0
 LAG_TICKS = 15
 
-PRIMARY_REGION = "us-east"
-PRIMARY = "us-east-1"
 DELAYED_REGION = "us-west"
 DELAYED = "us-west-1"
 OTHER_REPLICA = "eu-1"
 REPLICAS = ("us-west-1", "eu-1")
 
-PORT_SCAN_START = 56400
-PORT_SCAN_END = 58400
-
-
-def progress(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default); NaN when empty."""
-    if not values:
-        return math.nan
-    xs = sorted(values)
-    k = (len(xs) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-@dataclass(frozen=True)
-class Dist:
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    def p(self, q: float) -> float:
-        return percentile(self.values, q)
-
-    @property
-    def min(self) -> float:
-        return min(self.values) if self.values else math.nan
-
-    @property
-    def max(self) -> float:
-        return max(self.values) if self.values else math.nan
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values) if self.values else math.nan
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values) if self.values else math.nan
-
-
-def ms(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
-
-
-def sec(seconds: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds:.{digits}f} s"
-
-
-# --- sandbox on free ports -------------------------------------------------------------------
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def reserve_ports() -> tuple[int, int]:
-    """4 consecutive free ports, locked with the same lock files as the integration tests'
-    ``reserve_ports`` so a concurrent test session never picks the same block.
-    Returns ``(base_port, lock_fd)``."""
-    for base in range(PORT_SCAN_START, PORT_SCAN_END, 4):
-        fd = os.open(f"/tmp/helios-sandbox-ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        if all(_port_free(p) for p in range(base, base + 4)):
-            return base, fd
-        os.close(fd)
-    raise RuntimeError(f"no 4 consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END}")
-
-
-def processes_under(state_dir: Path) -> list[tuple[int, str]]:
-    """Live processes whose command line or working directory mentions ``state_dir``."""
-    found = []
-    prefix = str(state_dir)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if stat != "Z" and (prefix in cmd or cwd.startswith(prefix)):
-            found.append((pid, cmd.strip()))
-    return found
-
-
-@contextlib.contextmanager
-def sandbox_in_tmp() -> Iterator[Sandbox]:
-    """A running sandbox in a fresh /tmp directory; destroyed (and verified gone) on exit."""
-    find_pg_binaries()  # fail early with the install hint
-    state_dir = Path(tempfile.mkdtemp(prefix="helios-bench-", dir="/tmp"))
-    state_dir.chmod(0o755)  # the postgres OS user must traverse it
-    base_port, lock_fd = reserve_ports()
-    sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
-    try:
-        progress(f"sandbox up in {state_dir} (ports {base_port}-{base_port + 2})")
-        sb.up()
-        yield sb
-    finally:
-        # No second Ctrl-C (or SIGTERM) may interrupt the teardown.
-        previous = {
-            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            progress("destroying the sandbox")
-            try:
-                sb.destroy()
-            finally:
-                os.close(lock_fd)
-                leftovers = processes_under(state_dir)
-                for pid, _cmd in leftovers:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                shutil.rmtree(state_dir, ignore_errors=True)
-                if leftovers:
-                    progress(f"WARNING: killed processes left after destroy(): {leftovers}")
-                else:
-                    progress("sandbox destroyed; no process left under it")
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def bench_config(sb: Sandbox) -> Config:
-    """The sandbox's generated config with the default probe settings and port 0."""
-    data = yaml.safe_load(Path(sb.config_path()).read_text())
-    data["probes"].update(
-        {
-            "interval": INTERVAL,
-            "timeout": TIMEOUT,
-            "failure_threshold": FAILURE_THRESHOLD,
-            "recovery_threshold": RECOVERY_THRESHOLD,
-        }
-    )
-    data["listen"]["port"] = 0
-    path = Path(sb.config_path()).with_name("bench.yaml")
-    path.write_text(yaml.safe_dump(data))
-    return load_config(path)
-
-
-# --- the in-process daemon -------------------------------------------------------------------
-
-
-class Interrupted(Exception):
-    """The daemon stopped (SIGINT/SIGTERM set its stop event) before the benchmark ended."""
-
-
-@dataclass(frozen=True)
-class Tick:
-    mono: float
-    """Monotonic clock when the on_cycle hook ran (the end of the tick)."""
-    wall: float
-    snap: Snapshot
-    a: Assessment
-
-    @property
-    def duration(self) -> float:
-        """From the start of the tick (``snapshot.at``) to the hook: probes, judgement,
-        heartbeat write, metrics and log line."""
-        return self.wall - self.snap.at
-
-    @property
-    def start_mono(self) -> float:
-        return self.mono - self.duration
-
-
-@dataclass
-class Recorder:
-    """The on_cycle hook: keeps every tick; wakes waiters on each."""
-
-    stop: asyncio.Event
-    ticks: list[Tick] = field(default_factory=list)
-    port: int | None = None
-    task: asyncio.Task[None] | None = None
-    _new_tick: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __call__(self, snap: Snapshot, a: Assessment) -> None:
-        self.ticks.append(Tick(time.monotonic(), time.time(), snap, a))
-        self._new_tick.set()
-
-    def listening(self, port: int) -> None:
-        self.port = port
-
-    def _check_running(self) -> None:
-        if self.task is not None and self.task.done():
-            exc = None if self.task.cancelled() else self.task.exception()
-            if exc is not None:
-                raise RuntimeError(f"the daemon failed: {exc!r}") from exc
-            raise Interrupted("the daemon stopped before the benchmark finished")
-        if self.stop.is_set():
-            raise Interrupted("interrupted (stop requested)")
-
-    async def next_tick(self, timeout: float = 10.0) -> Tick:
-        """Wait for the next tick to complete."""
-        seen = len(self.ticks)
-        deadline = time.monotonic() + timeout
-        while len(self.ticks) <= seen:
-            self._check_running()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no tick completed within {timeout:g}s")
-            self._new_tick.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, 0.25)):
-                    await self._new_tick.wait()
-        return self.ticks[seen]
-
-    async def until(
-        self, pred: Callable[[Assessment], bool], timeout: float, after: float = 0.0, what: str = ""
-    ) -> Tick:
-        """The first tick ending at or after ``after`` (monotonic) whose assessment matches."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while True:
-            for t in self.ticks[seen:]:
-                if t.mono >= after and pred(t.a):
-                    return t
-            seen = len(self.ticks)
-            self._check_running()
-            if time.monotonic() >= deadline:
-                last = self.ticks[-1].a if self.ticks else None
-                raise TimeoutError(
-                    f"{what or 'condition'} not met within {timeout:g}s; last tick: "
-                    f"{last.reason if last else None}: {last.sentence if last else ''}"
-                )
-            with contextlib.suppress(TimeoutError):
-                self._new_tick.clear()
-                async with asyncio.timeout(0.25):
-                    await self._new_tick.wait()
-
-    async def collect(self, n: int) -> list[Tick]:
-        """The next ``n`` ticks."""
-        first = len(self.ticks)
-        while len(self.ticks) < first + n:
-            await self.next_tick()
-        return self.ticks[first : first + n]
-
-    async def all_healthy(self, timeout: float = 30.0, after: float = 0.0) -> Tick:
-        return await self.until(
-            lambda a: a.reason == "ALL_HEALTHY", timeout, after=after, what="ALL_HEALTHY"
-        )
-
-
-async def timed_call(fn: Callable[[], None]) -> tuple[float, float]:
-    """Run a blocking sandbox call in a thread (the daemon keeps ticking meanwhile).
-
-    Returns (monotonic time just before the call, seconds the call took)."""
-    box: list[float] = []
-
-    def run() -> None:
-        box.append(time.monotonic())
-        fn()
-        box.append(time.monotonic())
-
-    await asyncio.to_thread(run)
-    return box[0], box[1] - box[0]
+SHARED_PARTS = ("steady", "detection", "lag")
+"""Parts run one after the other on one shared sandbox with one daemon."""
+SERIES_PARTS = ("failover", "failover-sync", "switchover")
+"""Parts whose every run has a fresh sandbox of its own."""
+PARTS = SHARED_PARTS + SERIES_PARTS
 
 
 # --- 1. steady state -------------------------------------------------------------------------
@@ -680,44 +419,43 @@ async def measure_lag(sb: Sandbox, rec: Recorder) -> Lag:
 
 @dataclass(frozen=True)
 class Results:
-    steady: Steady
-    trials: list[Trial]
-    lag: Lag
-    rss_end_kib: int
-    hwm_end_kib: int
-    ticks: int
-    cycle_errors: int
+    parts: tuple[str, ...]
+    steady: Steady | None = None
+    trials: list[Trial] = field(default_factory=list)
+    lag: Lag | None = None
+    rss_end_kib: int = 0
+    hwm_end_kib: int = 0
+    ticks: int = 0
+    cycle_errors: int = 0
+    series: dict[str, Series] = field(default_factory=dict)
+
+    @property
+    def shared(self) -> bool:
+        """Whether a part on the shared sandbox (steady, detection, lag) ran."""
+        return any(p in SHARED_PARTS for p in self.parts)
 
 
-async def run_all(sb: Sandbox) -> Results:
-    cfg = bench_config(sb)
-    stop = asyncio.Event()
-    rec = Recorder(stop=stop)
-    rec.task = asyncio.create_task(
-        run_daemon(cfg, stop=stop, on_cycle=rec, on_listening=rec.listening), name="daemon"
-    )
-    try:
-        progress("daemon started; waiting for ALL_HEALTHY")
-        await rec.all_healthy(timeout=30)
-        await rec.collect(3)  # settle: connections open, heartbeats replayed
-        steady = await measure_steady(rec)
-        trials = await measure_detection(sb, rec)
-        lag = await measure_lag(sb, rec)
+async def run_shared(sb: Sandbox, parts: tuple[str, ...]) -> Results:
+    """Sections 1-3 on one sandbox with one daemon."""
+    # The detection trials kill or hang the primary and bring it back: automatic failover
+    # would (rightly) promote a replica instead. It is measured in section 4.
+    cfg = bench_config(sb, automatic=False)
+    progress("daemon started (failover.automatic: false); waiting for ALL_HEALTHY")
+    async with running_daemon(cfg) as rec:
+        steady = await measure_steady(rec) if "steady" in parts else None
+        trials = await measure_detection(sb, rec) if "detection" in parts else []
+        lag = await measure_lag(sb, rec) if "lag" in parts else None
         assert rec.port is not None
         cycle_errors = await scrape_counter(rec.port, "helios_cycle_errors_total")
-    finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(rec.task, timeout=15)
-        except TimeoutError:
-            progress("WARNING: the daemon did not stop within 15s")
+        ticks = len(rec.ticks)
     return Results(
+        parts,
         steady,
         trials,
         lag,
         rss_end_kib=proc_status_kib("VmRSS"),
         hwm_end_kib=proc_status_kib("VmHWM"),
-        ticks=len(rec.ticks),
+        ticks=ticks,
         cycle_errors=cycle_errors,
     )
 
@@ -774,7 +512,19 @@ def dist_row(name: str, d: Dist, fmt: Callable[[float], str]) -> str:
 def findings(r: Results) -> list[str]:
     """Anomalies worth a reader's attention, computed from the numbers (never hidden)."""
     out = []
-    s = r.steady
+    if r.steady is not None:
+        out.extend(_steady_findings(r.steady))
+    out.extend(_detection_findings(r.trials))
+    if r.lag is not None:
+        out.extend(_lag_findings(r.lag))
+    if r.shared and r.cycle_errors:
+        out.append(f"{r.cycle_errors} tick(s) failed unexpectedly (helios_cycle_errors_total).")
+    out.extend(failover.findings(r.series))
+    return out
+
+
+def _steady_findings(s: Steady) -> list[str]:
+    out = []
     if s.failed_probes:
         out.append(f"{s.failed_probes} probe(s) failed during the steady-state window.")
     if any(k != "ALL_HEALTHY" for k in s.reasons):
@@ -785,7 +535,12 @@ def findings(r: Results) -> list[str]:
         )
     if s.tick_period.n and abs(s.tick_period.max - INTERVAL) > 0.1:
         out.append(f"Tick period deviated from {INTERVAL:g}s: max {sec(s.tick_period.max, 3)}.")
-    for t in r.trials:
+    return out
+
+
+def _detection_findings(trials: list[Trial]) -> list[str]:
+    out = []
+    for t in trials:
         if t.detect > DOWN_BOUND:
             out.append(
                 f"{t.failure} #{t.index}: DOWN after {sec(t.detect)}, above the "
@@ -798,7 +553,11 @@ def findings(r: Results) -> list[str]:
                 f"{t.failure} #{t.index}: only {t.recovering_ticks} NODE_RECOVERING tick(s) "
                 "before HEALTHY."
             )
-    lag = r.lag
+    return out
+
+
+def _lag_findings(lag: Lag) -> list[str]:
+    out = []
     if lag.delayed_missing:
         out.append(f"{DELAYED}: lag not measured in {lag.delayed_missing} tick(s) of the window.")
     if lag.delayed.n and lag.delayed.min < lag.delay - 0.05:
@@ -822,13 +581,10 @@ def findings(r: Results) -> list[str]:
         out.append(f"{OTHER_REPLICA}: lag was not 0 in every tick (max {sec(lag.other.max)}).")
     if lag.other_missing:
         out.append(f"{OTHER_REPLICA}: lag not measured in {lag.other_missing} tick(s).")
-    if r.cycle_errors:
-        out.append(f"{r.cycle_errors} tick(s) failed unexpectedly (helios_cycle_errors_total).")
     return out
 
 
 def render(m: Machine, r: Results) -> str:
-    s, lag = r.steady, r.lag
     lines: list[str] = []
     add = lines.append
     add("# Benchmarks")
@@ -839,6 +595,11 @@ def render(m: Machine, r: Results) -> str:
     )
     add("")
     add(f"Run of {m.date} (total {m.runtime:.0f} s, sandbox creation included).")
+    if r.parts != PARTS:
+        add(
+            f"Partial run (`--only {','.join(r.parts)}`): the sections of the other parts "
+            f"({', '.join(p for p in PARTS if p not in r.parts)}) are missing."
+        )
     add("")
     add("## Machine and setup")
     add("")
@@ -856,13 +617,44 @@ def render(m: Machine, r: Results) -> str:
     )
     add("")
     add(
-        "The sandbox (primary `us-east`, streaming replicas `us-west` and `eu`) runs on this "
-        "machine on loopback ports, in a fresh directory under /tmp; the daemon "
+        "The sandbox (primary `us-east`, streaming replicas `us-west` and `eu`, and the DNS "
+        "stand-ins) runs on this machine on loopback ports, in a fresh directory under /tmp "
+        "(sections 1-3 share one; every run of section 4 has its own); the daemon "
         "(`orchestrator.app.run_daemon`) runs inside the benchmark process, with the sandbox's "
-        "generated configuration and the probe settings above. Everything shares the CPUs: "
+        "generated configuration and the probe settings above (in sections 1-3 with "
+        "`failover.automatic: false`: their trials kill or freeze the primary and bring it "
+        "back, where automatic failover would promote a replica instead; section 4 measures "
+        "that). Everything shares the CPUs: "
         "the numbers include that contention (see the load average)."
     )
     add("")
+    if r.steady is not None:
+        lines.extend(_render_steady(r, r.steady))
+    if r.trials:
+        lines.extend(_render_detection(r))
+    if r.lag is not None:
+        lines.extend(_render_lag(r.lag))
+    if r.series:
+        lines.extend(failover.render_section(r.series))
+    add("## Findings")
+    add("")
+    add(
+        "Computed from the numbers above: anything outside a documented bound or a target, "
+        "failed probes, ticks or runs, and systematic biases."
+    )
+    add("")
+    found = findings(r)
+    if found:
+        lines.extend(f"- {f}" for f in found)
+    else:
+        add("- Nothing: every figure is within its documented bound, without systematic bias.")
+    add("")
+    return "\n".join(lines)
+
+
+def _render_steady(r: Results, s: Steady) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
     add("## 1. Steady state")
     add("")
     add(
@@ -893,12 +685,18 @@ def render(m: Machine, r: Results) -> str:
     )
     add(
         f"Memory: VmRSS {s.rss_kib / 1024:.1f} MiB, peak (VmHWM) {s.hwm_kib / 1024:.1f} MiB "
-        "(whole benchmark process) after the steady-state window; at the end of the run "
-        f"(after {r.ticks} ticks, the failure trials and the write load) VmRSS "
+        "(whole benchmark process) after the steady-state window; at the end of the daemon on "
+        f"this sandbox (after {r.ticks} ticks and the other parts on it) VmRSS "
         f"{r.rss_end_kib / 1024:.1f} MiB, VmHWM {r.hwm_end_kib / 1024:.1f} MiB. "
         f"`helios_cycle_errors_total` at the end: {r.cycle_errors}."
     )
     add("")
+    return lines
+
+
+def _render_detection(r: Results) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
     add("## 2. Failure detection and recovery")
     add("")
     add(
@@ -950,6 +748,12 @@ def render(m: Machine, r: Results) -> str:
             f"{sec(t.all_healthy)} |"
         )
     add("")
+    return lines
+
+
+def _render_lag(lag: Lag) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
     add("## 3. Replication lag accuracy")
     add("")
     add(
@@ -995,38 +799,63 @@ def render(m: Machine, r: Results) -> str:
         f"and read 0 again {lag.clear:.1f} s after it was reset."
     )
     add("")
-    add("## Findings")
-    add("")
-    add(
-        "Computed from the numbers above: anything outside a documented bound, failed probes "
-        "or ticks, and systematic biases."
-    )
-    add("")
-    found = findings(r)
-    if found:
-        lines.extend(f"- {f}" for f in found)
-    else:
-        add("- Nothing: every figure is within its documented bound, without systematic bias.")
-    add("")
-    return "\n".join(lines)
+    return lines
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_parts(text: str) -> tuple[str, ...]:
+    wanted = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in PARTS]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"unknown part(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PARTS)}"
+        )
+    return tuple(p for p in PARTS if p in wanted)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--write", type=Path, help="replace this Markdown file with the results")
+    parser.add_argument(
+        "--only",
+        type=parse_parts,
+        default=PARTS,
+        metavar="PART[,PART...]",
+        help=f"run only these parts (default: all): {', '.join(PARTS)}",
+    )
+    parser.add_argument(
+        "--runs",
+        type=positive,
+        default=failover.RUNS,
+        help=f"runs per failover/switchover scenario (default {failover.RUNS})",
+    )
     args = parser.parse_args(argv)
+    parts: tuple[str, ...] = args.only
     signal.signal(signal.SIGTERM, _sigterm)
     configure_logging("warning")  # no per-tick log lines; warnings and errors still show
     started = time.monotonic()
     load_start = os.getloadavg()[0]
+    progress(f"parts: {', '.join(parts)}")
     try:
         pg = postgres_version()
-        with sandbox_in_tmp() as sb:
-            results = asyncio.run(run_all(sb))
+        results = Results(parts)
+        if any(p in SHARED_PARTS for p in parts):
+            with sandbox_in_tmp() as sb:
+                results = asyncio.run(run_shared(sb, parts))
+        for name in SERIES_PARTS:
+            if name in parts:
+                progress(f"{name}: {args.runs} runs, each on a fresh sandbox")
+                results.series[name] = failover.run_series(name, args.runs)
     except (KeyboardInterrupt, Interrupted):
         progress("interrupted; nothing written")
         return 130
