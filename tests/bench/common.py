@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import math
 import os
 import shutil
@@ -347,3 +348,34 @@ async def running_daemon(cfg: Config, ready_timeout: float = 30.0) -> AsyncItera
             progress("WARNING: the daemon did not stop within 40s")
         except Exception as exc:  # reported by the caller's checks; never mask its own error
             progress(f"WARNING: the daemon ended with {exc!r}")
+
+
+class ReasonLog(logging.Handler):
+    """A root-logger handler that keeps ``(monotonic time, reason code)`` of every log record
+    (warning and above) of this process that carries a reason, e.g. the daemon's
+    ``STALE_PRIMARY_FENCED``. Install once with :func:`install_reason_log`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.events: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.msg
+        if isinstance(msg, dict) and "reason" in msg:
+            self.events.append((time.monotonic(), str(msg["reason"])))
+
+    def between(self, start: float, end: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for at, reason in list(self.events):
+            if start <= at <= end:
+                out[reason] = out.get(reason, 0) + 1
+        return out
+
+
+REASONS = ReasonLog()
+
+
+def install_reason_log() -> None:
+    root = logging.getLogger()
+    if REASONS not in root.handlers:
+        root.addHandler(REASONS)

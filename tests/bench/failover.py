@@ -50,6 +50,7 @@ from tests.bench.common import (
     INTERVAL,
     PRIMARY,
     PRIMARY_REGION,
+    REASONS,
     Dist,
     bench_config,
     progress,
@@ -529,8 +530,10 @@ class SwitchoverRun:
     daemon_incidents: int
     """Incidents the daemon opened during the switchover (its own, not the switchover's)."""
     stale_fenced: int
-    """Times the daemon fenced the old primary as a stale primary (recorded as ``divergent``
-    in an incident), i.e. concurrently with the switchover's own rejoin."""
+    """Times the daemon fenced the old primary as a stale primary (its log reason
+    ``STALE_PRIMARY_FENCED``), i.e. concurrently with the switchover's own rejoin."""
+    daemon_logged: dict[str, int]
+    """Reason codes of the daemon's warnings and errors from the command's start to the end."""
     old_role: str
     notes: tuple[str, ...]
 
@@ -590,9 +593,7 @@ async def switchover_trial(sb: Sandbox, index: int) -> SwitchoverRun:
     run_id = doc.get("run")
     inc = next((i for i in incidents if i.run_id == run_id), None) if run_id else None
     own = [i for i in incidents if i.id not in incidents_before and i is not inc]
-    stale = [
-        d for i in incidents for d in i.divergent if PRIMARY in d and "reappeared as primary" in d
-    ]
+    logged = REASONS.between(t0, time.monotonic())
     for i in own:
         notes.append(
             f"the daemon opened an incident of its own for {i.primary} (status {i.status}, "
@@ -630,7 +631,8 @@ async def switchover_trial(sb: Sandbox, index: int) -> SwitchoverRun:
         all_healthy_after=healthy_after,
         daemon_reasons=reasons,
         daemon_incidents=len(own),
-        stale_fenced=len(stale),
+        stale_fenced=logged.get("STALE_PRIMARY_FENCED", 0),
+        daemon_logged=logged,
         old_role=role,
         notes=tuple(notes),
     )
@@ -981,9 +983,16 @@ def _render_switchover(s: Series) -> list[str]:
     for r in runs:
         for k, v in r.daemon_reasons.items():
             reasons[k] = reasons.get(k, 0) + v
+    logged: dict[str, int] = {}
+    for r in runs:
+        for k, v in r.daemon_logged.items():
+            logged[k] = logged.get(k, 0) + v
     add(
         "The daemon's tick reasons while the command ran (all runs): "
         + ", ".join(f"`{k}` x {v}" for k, v in sorted(reasons.items()))
+        + "; its warnings and errors (reason codes) from the command's start until the end of "
+        "the run: "
+        + (", ".join(f"`{k}` x {v}" for k, v in sorted(logged.items())) or "none")
         + f". Incidents the daemon opened on its own: {sum(r.daemon_incidents for r in runs)}."
     )
     notes = [f"#{r.index}: {n}" for r in runs for n in r.notes]

@@ -60,6 +60,7 @@ from tests.bench.common import (
     Interrupted,
     Recorder,
     bench_config,
+    install_reason_log,
     ms,
     progress,
     running_daemon,
@@ -843,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     parts: tuple[str, ...] = args.only
     signal.signal(signal.SIGTERM, _sigterm)
     configure_logging("warning")  # no per-tick log lines; warnings and errors still show
+    install_reason_log()
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     progress(f"parts: {', '.join(parts)}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import yaml
@@ -425,9 +426,16 @@ def test_daemon_killed_mid_runbook_resumes_on_restart(fresh_sandbox: Any, tmp_pa
             time.sleep(0.1)
         raise AssertionError(f"{what} not within {timeout}s")
 
+    def daemon_healthy() -> bool:
+        try:
+            doc = httpx.get(f"http://127.0.0.1:{cfg.listen.port}/v1/status", timeout=1).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return bool(doc.get("reason") == "ALL_HEALTHY" and doc.get("cycle", 0) >= 3)
+
     first = start()
     try:
-        time.sleep(3)
+        wait(daemon_healthy, 60, "the daemon to see every region healthy")
         sb.kill("us-east")
         wait(lambda: journal_has("step_started", "hold_on"), 40, "the runbook to reach hold_on")
         first.kill()  # SIGKILL: no clean shutdown, the run is left unfinished
