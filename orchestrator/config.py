@@ -664,22 +664,27 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         raise ConfigError(source, problems) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a YAML config file. Raises :class:`ConfigError` on any problem."""
+def read_yaml(path: str | os.PathLike[str], error: type[ConfigError] = ConfigError) -> Any:
+    """Read a YAML file with duplicate keys refused; every problem raises ``error`` (a
+    ConfigError subclass) naming the file, and the line and column for syntax errors."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
+        raise error(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfigError(str(p), [f"YAML syntax error at {where}: {exc.problem}"]) from None
+        raise error(str(p), [f"YAML syntax error at {where}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(p), [f"YAML error: {exc}"]) from None
-    return parse_config(data, str(p))
+        raise error(str(p), [f"YAML error: {exc}"]) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML config file. Raises :class:`ConfigError` on any problem."""
+    return parse_config(read_yaml(path), str(path))
 
 
 def json_schema() -> dict[str, Any]:

@@ -45,35 +45,20 @@ from orchestrator.dnsplan import (
     select_records,
 )
 from orchestrator.dnsstate import DesiredState
-from orchestrator.errors import OperationError, OperationTimeout, PermanentError, TransientError
+from orchestrator.errors import OperationError, OperationTimeout, TransientError
 from orchestrator.observability.dns_metrics import DnsMetrics
 from orchestrator.providers.dns import ChangeKind, DnsProvider, RecordChange, RecordSet
+from orchestrator.retrying import backoff as retry_after_backoff
+from orchestrator.retrying import error_class
 
 log = structlog.get_logger("helios.dns")
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def error_class(exc: BaseException) -> str:
-    if isinstance(exc, OperationTimeout | TimeoutError):
-        return "timeout"
-    if isinstance(exc, TransientError):
-        return "transient"
-    if isinstance(exc, PermanentError):
-        return "permanent"
-    return "internal"
-
-
 def backoff(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     """Exponential backoff capped at ``max_delay``, never shorter than a Retry-After hint."""
-
-    def wait(state: RetryCallState) -> float:
-        delay = float(min(policy.max_delay, policy.initial_delay * 2 ** (state.attempt_number - 1)))
-        exc = state.outcome.exception() if state.outcome else None
-        hint = exc.retry_after if isinstance(exc, TransientError) else None
-        return max(delay, hint) if hint else delay
-
-    return wait
+    return retry_after_backoff(policy.initial_delay, policy.max_delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,9 +49,9 @@ from orchestrator.errors import (
     PermanentError,
     RunbookError,
     TransientError,
-    UnsafePlan,
 )
 from orchestrator.journal import Journal, RunRecord, dumps, to_jsonable
+from orchestrator.retrying import backoff, error_class, retry_after_hint
 from orchestrator.runbook import (
     RESERVED_CONTEXT,
     Runbook,
@@ -111,31 +111,9 @@ class RunResult:
         return next(s for s in self.steps if s.name == name)
 
 
-def error_class(exc: BaseException) -> str:
-    """timeout | transient | permanent | unsafe | template | internal."""
-    if isinstance(exc, OperationTimeout | TimeoutError):
-        return "timeout"
-    if isinstance(exc, TransientError):
-        return "transient"
-    if isinstance(exc, PermanentError):
-        return "permanent"
-    if isinstance(exc, UnsafePlan):
-        return "unsafe"
-    if isinstance(exc, RunbookError):
-        return "template"
-    return "internal"
-
-
 def step_backoff(retry: StepRetry) -> Callable[[RetryCallState], float]:
     """Exponential backoff capped at ``max_delay``, never shorter than a Retry-After hint."""
-
-    def wait(state: RetryCallState) -> float:
-        delay = float(min(retry.max_delay, retry.backoff * 2 ** (state.attempt_number - 1)))
-        exc = state.outcome.exception() if state.outcome else None
-        hint = exc.retry_after if isinstance(exc, TransientError) else None
-        return max(delay, hint) if hint else delay
-
-    return wait
+    return backoff(retry.backoff, retry.max_delay)
 
 
 class _RetryAfterBeyond(stop_base):
@@ -145,8 +123,7 @@ class _RetryAfterBeyond(stop_base):
         self.limit = limit
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        hint = exc.retry_after if isinstance(exc, TransientError) else None
+        hint = retry_after_hint(retry_state)
         return hint is not None and hint > self.limit
 
 

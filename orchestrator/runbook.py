@@ -28,14 +28,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestrator.config import Duration, Name, validation_messages
-from orchestrator.config import _UniqueKeyLoader as _YamlLoader  # refuses duplicate keys
+from orchestrator.config import Duration, Name, read_yaml, validation_messages
 from orchestrator.errors import RunbookError
 
 KnownActions = Mapping[str, AbstractSet[str] | None]
@@ -381,20 +379,7 @@ def parse_runbook(data: object, known_actions: KnownActions, source: str = "<run
 
 def load_runbook(path: str | Path, known_actions: KnownActions) -> Runbook:
     """Read and validate one YAML runbook. Raises :class:`RunbookError` on any problem."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RunbookError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
-    try:
-        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise RunbookError(str(p), [f"YAML syntax error at {where}: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise RunbookError(str(p), [f"YAML error: {exc}"]) from None
-    return parse_runbook(data, known_actions, str(p))
+    return parse_runbook(read_yaml(path, RunbookError), known_actions, str(path))
 
 
 def load_runbooks(directory: str | Path, known_actions: KnownActions) -> dict[str, Runbook]:

@@ -115,16 +115,16 @@ def leftover_processes() -> Callable[[Path], list[tuple[int, str]]]:
     return processes_under
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    """A running three-region sandbox in a fresh 0755 directory under /tmp, destroyed at the
-    end of the session (also when tests fail); nothing from it is left running."""
+@contextlib.contextmanager
+def sandbox_in_tmp(prefix: str) -> Iterator[Sandbox]:
+    """A running sandbox in a fresh 0755 directory under /tmp with its own 16-port block,
+    destroyed on exit (also when the test fails); asserts nothing of it is left running."""
     try:
         find_pg_binaries()
     except SandboxError as exc:
         # `make test` installs them; a silent skip would hide the whole integration suite.
         pytest.fail(f"PostgreSQL server binaries not available: {exc}")
-    state_dir = Path(tempfile.mkdtemp(prefix="helios-sandbox-", dir="/tmp"))
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     state_dir.chmod(0o755)  # the postgres OS user must traverse it
     base_port, lock_fd = reserve_ports()
     sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
@@ -144,25 +144,15 @@ def sandbox() -> Iterator[Sandbox]:
             assert not leftovers, f"processes left running after destroy(): {leftovers}"
 
 
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The shared session sandbox; tests that break it must leave it healthy again."""
+    with sandbox_in_tmp("helios-sandbox-") as sb:
+        yield sb
+
+
 @pytest.fixture
 def fresh_sandbox() -> Iterator[Sandbox]:
-    """A sandbox of its own for one destructive test (own directory and port block),
-    destroyed afterwards with nothing left running."""
-    state_dir = Path(tempfile.mkdtemp(prefix="helios-fresh-", dir="/tmp"))
-    state_dir.chmod(0o755)
-    base_port, lock_fd = reserve_ports()
-    sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
-    try:
-        sb.up()
+    """A sandbox of its own for one destructive test."""
+    with sandbox_in_tmp("helios-fresh-") as sb:
         yield sb
-    finally:
-        try:
-            sb.destroy()
-        finally:
-            os.close(lock_fd)
-            leftovers = processes_under(state_dir)
-            for pid, _cmd in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            assert not leftovers, f"processes left running after destroy(): {leftovers}"

@@ -11,13 +11,9 @@ for real. Durations of the operations are printed at the end of the module (``py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -72,35 +68,11 @@ def _report_timings() -> Iterator[None]:
         print(f"\n[pg-driver timing] {name}: {shown} s")
 
 
-@pytest.fixture(scope="module")
-def ports() -> Iterator[int]:
-    """A 16-port block of our own for the whole module (released at the end)."""
-    base, fd = _conftest.reserve_ports()
-    try:
-        yield base
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture
-def own(ports: int) -> Iterator[Sandbox]:
+def own() -> Iterator[Sandbox]:
     """A fresh sandbox for one destructive test; destroyed after it, nothing left running."""
-    state_dir = Path(tempfile.mkdtemp(prefix="helios-pgdriver-", dir="/tmp"))
-    state_dir.chmod(0o755)
-    sb = Sandbox(state_dir, base_port=ports, metrics_port=ports + 3)
-    try:
-        sb.up()
+    with _conftest.sandbox_in_tmp("helios-pgdriver-") as sb:
         yield sb
-    finally:
-        try:
-            sb.destroy()
-        finally:
-            leftovers = _conftest.processes_under(state_dir)
-            for pid, _cmd in leftovers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-            shutil.rmtree(state_dir, ignore_errors=True)
-            assert not leftovers, f"processes left running: {leftovers}"
 
 
 def make_drivers(sb: Sandbox, timeout: float = 3.0, commands: bool = True) -> Drivers:
@@ -457,8 +429,10 @@ async def test_demote_if_stale_fences_an_old_primary(own: Sandbox, drv: Drivers)
 # --- commands: templating, failures, timeouts (no database needed) -----------------------
 
 
-async def test_commands_are_templated_bounded_and_report_stderr(ports: int, tmp_path: Path) -> None:
-    dsn = f"host=127.0.0.1 port={ports + 5} dbname=postgres user=helios"  # refused
+async def test_commands_are_templated_bounded_and_report_stderr(
+    unused_tcp_port: int, tmp_path: Path
+) -> None:
+    dsn = f"host=127.0.0.1 port={unused_tcp_port} dbname=postgres user=helios"  # refused
     echo = [sys.executable, "-c", "import sys; print(sys.argv[1:])"]
     d = PostgresDriver(
         "n1",
