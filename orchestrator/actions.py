@@ -29,6 +29,7 @@ from orchestrator.executor import ActionFn
 from orchestrator.providers.db_postgres import PostgresDriver
 
 log = structlog.get_logger("helios.actions")
+REPLAY_POLL = 0.05
 OnEvent = Callable[[str, str], None]
 
 
@@ -226,11 +227,16 @@ class Actions:
         return {"node": p["node"], "lsn": lsn}
 
     async def wait_replay(self, p: dict[str, Any]) -> Mapping[str, Any]:
-        st = await self._driver(p["node"]).status()
-        target = int(p["lsn"])
-        if not st.reachable or st.replay_lsn is None or st.replay_lsn < target:
-            raise TransientError(f"{p['node']} replayed {st.replay_lsn} of {target}")
-        return {"replayed": st.replay_lsn}
+        """Poll every 50 ms until the candidate replayed the old primary's final position
+        (the step's timeout bounds it): a promotion must not lose a single commit."""
+        driver, target = self._driver(p["node"]), int(p["lsn"])
+        while True:
+            st = await driver.status()
+            if not st.reachable:
+                raise TransientError(f"{p['node']} unreachable: {st.error}")
+            if st.replay_lsn is not None and st.replay_lsn >= target:
+                return {"replayed": st.replay_lsn}
+            await asyncio.sleep(REPLAY_POLL)
 
     async def rejoin(self, p: dict[str, Any]) -> Mapping[str, Any]:
         node, up = self._driver(p["node"]), self._infos[str(p["upstream"])]
