@@ -41,7 +41,8 @@ test: venv postgres
 test-unit: venv
 	$(BIN)/pytest -m "not sandbox" $(PYTEST_ARGS)
 
-# Benchmarks against a throw-away sandbox (~3 min); rewrites BENCHMARKS.md.
+# Benchmarks on throw-away sandboxes (~7 min): detection, lag, failover (async and sync),
+# switchover; rewrites BENCHMARKS.md. `--only NAME,...` and `--runs N` select parts.
 bench: venv postgres
 	$(BIN)/python -m tests.bench.run_bench --write BENCHMARKS.md
 

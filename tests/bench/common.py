@@ -111,23 +111,33 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def reserve_ports() -> tuple[int, int]:
+def reserve_ports(wait: float = 120.0) -> tuple[int, int]:
     """A block of 16 free ports (see :data:`PORT_BLOCK`), locked with the same lock files and
     on the same 16-port grid as the integration tests' ``reserve_ports``, so a concurrent test
-    session never picks an overlapping block. Returns ``(base_port, lock_fd)``."""
-    for base in range(PORT_SCAN_START, PORT_SCAN_END, PORT_BLOCK):
-        fd = os.open(f"/tmp/helios-sandbox-ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    session never picks an overlapping block. When every block is taken (other sessions on
+    this machine), scans again for up to ``wait`` seconds. Returns ``(base_port, lock_fd)``."""
+    deadline = time.monotonic() + wait
+    warned = False
+    while True:
+        for base in range(PORT_SCAN_START, PORT_SCAN_END, PORT_BLOCK):
+            fd = os.open(f"/tmp/helios-sandbox-ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if all(_port_free(p) for p in range(base, base + PORT_BLOCK)):
+                return base, fd
             os.close(fd)
-            continue
-        if all(_port_free(p) for p in range(base, base + PORT_BLOCK)):
-            return base, fd
-        os.close(fd)
-    raise RuntimeError(
-        f"no {PORT_BLOCK} consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END}"
-    )
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"no {PORT_BLOCK} consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END} "
+                f"for {wait:g}s"
+            )
+        if not warned:
+            progress(f"no free block of {PORT_BLOCK} ports yet; retrying for up to {wait:g}s")
+            warned = True
+        time.sleep(1.0)
 
 
 def processes_under(state_dir: Path) -> list[tuple[int, str]]:
@@ -154,10 +164,19 @@ def sandbox_in_tmp(label: str = "") -> Iterator[Sandbox]:
     """A running sandbox in a fresh /tmp directory on its own port block; destroyed (and
     verified gone) on exit."""
     find_pg_binaries()  # fail early with the install hint
-    state_dir = Path(tempfile.mkdtemp(prefix="helios-bench-", dir="/tmp"))
-    state_dir.chmod(0o755)  # the postgres OS user must traverse it
-    base_port, lock_fd = reserve_ports()
-    sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
+    base_port, lock_fd = reserve_ports()  # first: nothing to clean up when it fails
+    try:
+        state_dir = Path(tempfile.mkdtemp(prefix="helios-bench-", dir="/tmp"))
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    try:
+        state_dir.chmod(0o755)  # the postgres OS user must traverse it
+        sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
+    except BaseException:
+        os.close(lock_fd)
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise
     try:
         progress(f"{label}sandbox up in {state_dir} (ports {base_port}-{base_port + 15})")
         sb.up()

@@ -656,7 +656,7 @@ class Series:
     """Wall time of ``orchestrator --help`` (interpreter start-up and the CLI's imports)."""
 
 
-def cli_startup(n: int = 3) -> tuple[float, ...]:
+def cli_startup(n: int = 5) -> tuple[float, ...]:
     """Seconds a fresh ``orchestrator`` process needs just to start (``--help``), ``n`` times:
     the floor of every step that runs a CLI (``fence_command``, the switchover command)."""
     out = []
@@ -718,6 +718,12 @@ def _mmm(values: list[float], digits: int = 2) -> str:
 
 def _opt(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f} s"
+
+
+def _zero(runs: list[Any], lost: int) -> str:
+    if not runs:
+        return "no data"
+    return "met" if lost == 0 else "**missed**"
 
 
 def _met(value: float, target: float) -> str:
@@ -819,7 +825,7 @@ def render_section(series: dict[str, Series]) -> list[str]:
             "losses within the reported window: "
             + f"{sum(1 for r in runs if r.within_window)}/{len(runs)} runs"
             if s.name == "failover"
-            else f"lost-commit target 0: {'met' if runs and lost == 0 else '**missed**'}"
+            else f"lost-commit target 0: {_zero(runs, lost)}"
         )
         add(
             f"| {label} | {len(runs)}/{len(runs) + len(s.errors)} | {_mmm(u)} | <= "
@@ -834,7 +840,7 @@ def render_section(series: dict[str, Series]) -> list[str]:
             f"| switchover | {len(runs2)}/{len(runs2) + len(so.errors)} | {_mmm(u, 3)} | <= "
             f"{SWITCHOVER_TARGET:g} s: {_met(_med(u), SWITCHOVER_TARGET)} | {lost}; "
             f"{sum(1 for r in runs2 if r.lost)} | n/a | lost-commit target 0: "
-            f"{'met' if runs2 and lost == 0 else '**missed**'} |"
+            f"{_zero(runs2, lost)} |"
         )
         c = [r.command for r in runs2]
         add(
@@ -880,6 +886,8 @@ def _render_failover(s: Series, title: str) -> list[str]:
         + (" Failed runs: " + "; ".join(s.errors) if s.errors else "")
     )
     add("")
+    if not runs:
+        return lines
     add(
         "| # | kill phase | commits/s | unavailability | kill -> DOWN tick | detection | "
         "kill -> `dns_switched` | kill -> first commit | RTO | RPO (lag) | acked | lost | "
@@ -955,6 +963,8 @@ def _render_switchover(s: Series) -> list[str]:
         + (" Failed runs: " + "; ".join(s.errors) if s.errors else "")
     )
     add("")
+    if not runs:
+        return lines
     add(
         "| # | commits/s | unavailability | command | exit | CLI start -> run start | "
         + " | ".join(f"`{st}`" for st in SWITCHOVER_STEPS)
@@ -1050,9 +1060,9 @@ def _analysis(fo: Series | None, fs: Series | None, so: Series | None) -> list[s
             "loss is confirmed in the same tick once the replicas' WAL receivers stopped; "
             f"kill -> `confirmed` took {sec(detect)} (median). Execution (run start to "
             f"`dns_switched`, plus the planning before it) took {sec(execute)}: `fence` "
-            f"{sec(steps['fence'])} (a `python -m orchestrator sandbox fence` process: "
-            f"interpreter start-up and imports alone take {sec(Dist(s.cli_startup).median)} "
-            "here, then the sandbox lock, SIGKILL of what is left, and the driver's status "
+            f"{sec(steps['fence'])} (a new `python -m orchestrator sandbox fence` process, "
+            f"while a bare `orchestrator --help` takes {sec(Dist(s.cli_startup).median)} "
+            "here; then the sandbox lock, SIGKILL of what is left, and the driver's status "
             f"checks before and after), `promote` {sec(steps['promote'])}, `switch_dns` "
             f"{sec(steps['switch_dns'])}; the client needed {sec(phases[labels[7]])} more to "
             "resolve the new address and commit." + _outliers(runs)
@@ -1117,18 +1127,26 @@ def _analysis(fo: Series | None, fs: Series | None, so: Series | None) -> list[s
         fenced = [r for r in runs2 if r.stale_fenced]
         if split or own or fenced:
             out.append(
-                "- Switchover and the running daemon: the daemon does not know that a "
-                "switchover runs (its decisions read only the operator controls). Between "
-                "`promote` and `rejoin` the old primary is read-only (`stop_writes`) but still "
-                "a primary, on the older timeline: in "
+                "- Switchover and the running daemon: the daemon keeps judging every tick while "
+                "the command runs. Between `promote` and `rejoin` the old primary is read-only "
+                "(`stop_writes`) but still a primary, on the older timeline: in "
                 f"{len(split)} of {len(runs2)} runs the daemon reported `SPLIT_BRAIN` "
-                f"({sum(r.daemon_reasons.get('SPLIT_BRAIN', 0) for r in runs2)} ticks in all), "
-                f"and in {len(fenced)} it fenced the old primary itself as a stale primary "
-                "(`STALE_PRIMARY_FENCED`: its `fence_command`, SIGKILL) while the "
-                "switchover's `rejoin` was fencing and rewinding the same node; the command "
-                f"still exited 0 in {sum(1 for r in runs2 if r.exit_code == 0)} of "
-                f"{len(runs2)} runs. It opened {own} incident(s) of its own (see the notes "
-                "above for their timelines). "
+                f"({sum(r.daemon_reasons.get('SPLIT_BRAIN', 0) for r in runs2)} tick(s) in "
+                "all). "
+                + (
+                    f"In {len(fenced)} run(s) it fenced the old primary itself as a stale "
+                    "primary (`STALE_PRIMARY_FENCED`) while the switchover's `rejoin` was "
+                    "fencing and rewinding the same node. "
+                    if fenced
+                    else "It never fenced the old primary itself (no `STALE_PRIMARY_FENCED`). "
+                )
+                + f"The command exited 0 in {sum(1 for r in runs2 if r.exit_code == 0)} of "
+                f"{len(runs2)} runs. "
+                + (
+                    f"The daemon opened {own} incident(s) of its own (see the notes above). "
+                    if own
+                    else "The daemon opened no incident of its own. "
+                )
                 + (
                     "No commit acknowledged through the old primary is missing on the new one."
                     if lost == 0
