@@ -20,7 +20,7 @@ from orchestrator.autopilot import Autopilot
 from orchestrator.config import Config, Node
 from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher, reconcile_forever
-from orchestrator.failover import FailoverService
+from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
 from orchestrator.model import NodeRef, Snapshot, Topology
@@ -116,6 +116,7 @@ async def run_daemon(
 ) -> None:
     """Run the daemon until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
+    load_product_runbooks(cfg)  # a broken runbook is refused before anything starts
     topo = topology(cfg)
     registry = CollectorRegistry()
     metrics = Metrics(registry, topo)

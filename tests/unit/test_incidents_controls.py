@@ -94,3 +94,39 @@ def test_cli_pause_resume_ack_and_incidents(
     assert main(["incidents", "inc-x", "-c", str(cfg)]) == 0
     assert "first_verified_write" in capsys.readouterr().out
     assert main(["incidents", "inc-missing", "-c", str(cfg)]) == 1
+
+
+def test_daemon_refuses_to_start_with_a_broken_runbook(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "failover.yaml").write_text(
+        "name: failover\nsteps:\n  - name: promote\n    action: promote\n    params: {node: x}\n"
+    )
+    (books / "switchover.yaml").write_text(
+        "name: switchover\nsteps:\n  - name: nope\n    action: teleport\n    timeout: 5s\n"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "service": "svc",
+                "state_dir": str(tmp_path / "state"),
+                "failover": {"runbooks_dir": str(books)},
+                "listen": {"port": 0},
+                "regions": [
+                    {
+                        "name": "us-east",
+                        "priority": 1,
+                        "nodes": [{"name": "n1", "dsn": "host=127.0.0.1 port=5"}],
+                    }
+                ],
+            }
+        )
+    )
+    assert main(["run", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "steps[0] (promote).timeout" in err
+    assert "teleport" in err
+    assert "Traceback" not in err
