@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.atomic import write_json
 from orchestrator.errors import HeliosError
 from orchestrator.providers.dns import RecordSet
 
@@ -38,7 +38,6 @@ def path_in(state_dir: str | os.PathLike[str]) -> Path:
 def save(state_dir: str | os.PathLike[str], state: DesiredState) -> Path:
     """Atomically write the desired state into ``state_dir`` (created if missing)."""
     target = path_in(state_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "region": state.region,
         "target": state.target,
@@ -48,21 +47,7 @@ def save(state_dir: str | os.PathLike[str], state: DesiredState) -> Path:
             for r in state.records
         ],
     }
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dns-desired-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_json(target, doc)
     return target
 
 

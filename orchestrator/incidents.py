@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.atomic import write_json
 from orchestrator.errors import HeliosError
 
 EVENTS = (
@@ -88,19 +88,7 @@ class IncidentStore:
         self.dir = Path(state_dir) / "incidents"
 
     def save(self, inc: Incident) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        target = self.dir / f"{inc.id}.json"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".inc-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(asdict(inc), fh, indent=2, default=str)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_json(self.dir / f"{inc.id}.json", asdict(inc))
 
     def load(self, incident_id: str) -> Incident:
         path = self.dir / f"{incident_id}.json"
