@@ -23,8 +23,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from orchestrator import dnsstate
 from orchestrator.config import Config, Node
 from orchestrator.dnsplan import SwitchOutcome
+from orchestrator.dnsruntime import target_of_region
 from orchestrator.dnsswitch import DnsSwitcher, query_nameserver
-from orchestrator.errors import OperationError, PermanentError, TransientError
+from orchestrator.errors import OperationError, PermanentError, TransientError, UsageError
 from orchestrator.executor import ActionFn
 from orchestrator.providers.db_postgres import PostgresDriver
 
@@ -147,12 +148,10 @@ class Actions:
         if self._switcher is None:
             return {"skipped": "no dns configured"}
         region = str(p["region"])
-        target = next(
-            (i.dns_target for i in self._infos.values() if i.region == region and i.dns_target),
-            None,
-        )
-        if target is None:
-            raise PermanentError(f"region {region} has no dns_target")
+        try:
+            target = target_of_region(self._cfg, region)
+        except UsageError as exc:
+            raise PermanentError(str(exc)) from None
         plan = await self._switcher.plan(region, target)
         report = await self._switcher.apply(plan, force=True)
         if any(r.ok for r in report.results):

@@ -153,6 +153,17 @@ def _check_target(value: str) -> str:
     raise ValueError(f"{value!r} is neither an IP address nor a host name")
 
 
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+    return value
+
+
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
+
+
 def _check_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError("expected an http:// or https:// URL")
@@ -402,17 +413,8 @@ class Nameserver(_Strict):
     """An authoritative name server to query after a switch (verification)."""
 
     provider: Name = Field(description="The provider whose zone this server answers for.")
-    address: str = Field(description="IP address of the server.")
+    address: IpAddress = Field(description="IP address of the server.")
     port: int = Field(53, ge=1, le=65535)
-
-    @field_validator("address")
-    @classmethod
-    def _ip(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
-        return v
 
 
 class DnsSettings(_Strict):
@@ -506,17 +508,8 @@ class FailoverSettings(_Strict):
 class Listen(_Strict):
     """Where the metrics / health / API HTTP server listens."""
 
-    address: str = Field("127.0.0.1", description="Bind address; loopback by default.")
+    address: IpAddress = Field("127.0.0.1", description="Bind address; loopback by default.")
     port: int = Field(9187, ge=0, le=65535, description="TCP port (0 picks a free port).")
-
-    @field_validator("address")
-    @classmethod
-    def _ip(cls, v: str) -> str:
-        try:
-            ipaddress.ip_address(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
-        return v
 
 
 class Config(_Strict):

@@ -165,8 +165,7 @@ def seen(assessment: Assessment) -> Seen:
         return Seen.PRIMARY_OK
     if p.verdict is Verdict.DOWN and p.reason != "NODE_RECOVERING":
         return Seen.PRIMARY_LOST if assessment.primary_loss_confirmed else Seen.PRIMARY_SUSPECT
-    if p.verdict is Verdict.DOWN:  # recovering: answers again, not yet trusted
-        return Seen.PRIMARY_SUSPECT
+    # SUSPECT, UNKNOWN, or DOWN but answering again (recovering, not yet trusted)
     return Seen.PRIMARY_SUSPECT
 
 

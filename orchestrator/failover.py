@@ -19,6 +19,7 @@ import structlog
 from orchestrator import decision, planning
 from orchestrator.actions import Actions, make_drivers, node_infos, slot_of
 from orchestrator.config import Config
+from orchestrator.dnsruntime import target_of_region
 from orchestrator.dnsswitch import DnsSwitcher
 from orchestrator.errors import UnsafePlan, UsageError
 from orchestrator.executor import Executor, RunResult, RunStatus
@@ -129,10 +130,10 @@ class FailoverService:
             for s in runbook.steps
         )
         dns_plan = None
-        if self.switcher is not None:
-            target = self.infos[cand.node].dns_target
-            if target:
-                dns_plan = await self.switcher.plan(cand.region, target)
+        if self.switcher is not None:  # the same target the switch_dns step will use
+            dns_plan = await self.switcher.plan(
+                cand.region, target_of_region(self.cfg, cand.region)
+            )
         loss_s = 0.0 if kind == "switchover" else cand.lag_seconds
         loss_b = 0 if kind == "switchover" else cand.lag_bytes
         why = (

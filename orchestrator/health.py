@@ -42,7 +42,7 @@ from orchestrator.model import (
     Topology,
     Verdict,
 )
-from probes.base import Kind, Role
+from probes.base import Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +217,7 @@ def _loss_confirmed(primary: str | None, snap: Snapshot, settings: HealthSetting
     sample = snap.sample(primary)
     if sample is not None and sample.ok:
         return False
-    replicas = [
-        s
-        for s in snap.samples
-        if s.ok and s.role is Role.REPLICA and s.database.kind is Kind.POSTGRES
-    ]
+    replicas = [s for s in snap.samples if s.ok and s.role is Role.REPLICA]
     if not replicas:
         return False
     for s in replicas:

@@ -22,8 +22,11 @@ A provider adapter (``dns_route53``, ``dns_cloudflare``, ``dns_gcloud``) impleme
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from orchestrator.errors import OperationTimeout
 
 SUPPORTED_TYPES = ("A", "AAAA", "CNAME")
 
@@ -157,3 +160,30 @@ class PlansByReading:
 
     async def plan(self: DnsProvider, desired: RecordSet) -> RecordChange:
         return diff(self.name, await self.read(desired.name, desired.type), desired)
+
+
+async def poll_until(
+    poll: Callable[[float], Awaitable[bool]],
+    *,
+    timeout: float,
+    interval: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+    failure: str,
+) -> float:
+    """Call ``poll(remaining_seconds)`` every ``interval`` until it returns True; return the
+    seconds waited. Never sleeps past the deadline; raises OperationTimeout(``failure`` +
+    " within <timeout>s") when ``timeout`` passes first. Errors of ``poll`` propagate."""
+    start = clock()
+    deadline = start + timeout
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        if await poll(remaining):
+            return clock() - start
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        await sleep(min(interval, remaining))
+    raise OperationTimeout(f"{failure} within {timeout:g}s")

@@ -52,6 +52,7 @@ from orchestrator.providers.dns import (
     RecordChange,
     RecordSet,
     fqdn,
+    poll_until,
 )
 
 DONE: Final = "done"
@@ -158,22 +159,21 @@ class GcloudDns(PlansByReading):
         """
         if handle.change_id is None or handle.status == DONE:
             return 0.0
-        start = self._clock()
-        deadline = start + timeout
         what = f"change {handle.change_id}"
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
+
+        async def done(remaining: float) -> bool:
             limit = self._deadline(min(remaining, self._cfg.timeout))
             status = await self._call(f"poll {what}", limit, self._status, handle.change_id)
-            if status == DONE:
-                return self._clock() - start
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
-            await self._sleep(min(self._cfg.poll_interval, remaining))
-        raise OperationTimeout(f"gcloud: {what} not done within {timeout:g}s")
+            return bool(status == DONE)
+
+        return await poll_until(
+            done,
+            timeout=timeout,
+            interval=self._cfg.poll_interval,
+            clock=self._clock,
+            sleep=self._sleep,
+            failure=f"gcloud: {what} not done",
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP session and the owned executor; idempotent, bounded."""

@@ -43,6 +43,7 @@ from orchestrator.providers.dns import (
     RecordChange,
     RecordSet,
     fqdn,
+    poll_until,
 )
 
 _PERMANENT_CODES: Final = frozenset(
@@ -232,13 +233,9 @@ class Route53Dns(PlansByReading):
         """
         if handle.change_id is None or handle.status == INSYNC:
             return 0.0
-        start = self._clock()
-        deadline = start + timeout
         what = f"change {handle.change_id}"
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
+
+        async def insync(remaining: float) -> bool:
             resp = await self._call(
                 f"get {what}",
                 "get_change",
@@ -246,16 +243,18 @@ class Route53Dns(PlansByReading):
                 Id=handle.change_id,
             )
             try:
-                status = str(resp["ChangeInfo"]["Status"])
+                return str(resp["ChangeInfo"]["Status"]) == INSYNC
             except (KeyError, TypeError):
                 raise TransientError(f"route53: get {what}: malformed answer") from None
-            if status == INSYNC:
-                return self._clock() - start
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                break
-            await self._sleep(min(self._cfg.poll_interval, remaining))
-        raise OperationTimeout(f"route53: {what} not INSYNC within {timeout:g}s")
+
+        return await poll_until(
+            insync,
+            timeout=timeout,
+            interval=self._cfg.poll_interval,
+            clock=self._clock,
+            sleep=self._sleep,
+            failure=f"route53: {what} not INSYNC",
+        )
 
     async def aclose(self) -> None:
         """Close the client (if created here) and the owned executor; idempotent, bounded."""

@@ -7,16 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import math
-import os
-import shutil
-import signal
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +21,8 @@ import yaml
 from orchestrator.app import run_daemon
 from orchestrator.config import Config, load_config
 from orchestrator.model import Assessment, Snapshot
-from orchestrator.sandbox import Sandbox, find_pg_binaries
+from orchestrator.sandbox import Sandbox
+from orchestrator.sandbox.scratch import scratch_sandbox
 
 # Probe settings: the documented defaults (also those of the sandbox's generated config).
 INTERVAL = 1.0
@@ -38,9 +33,6 @@ RECOVERY_THRESHOLD = 3
 PRIMARY_REGION = "us-east"
 PRIMARY = "us-east-1"
 
-PORT_SCAN_START = 56400
-PORT_SCAN_END = 58400
-PORT_BLOCK = 16
 """Ports per sandbox, as tests/integration/conftest.py reserves them: PostgreSQL service port,
 metrics at +3, the DNS stack at +10..+15."""
 
@@ -101,109 +93,14 @@ def sec(seconds: float, digits: int = 2) -> str:
 # --- sandbox on free ports -------------------------------------------------------------------
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def reserve_ports(wait: float = 120.0) -> tuple[int, int]:
-    """A block of 16 free ports (see :data:`PORT_BLOCK`), locked with the same lock files and
-    on the same 16-port grid as the integration tests' ``reserve_ports``, so a concurrent test
-    session never picks an overlapping block. When every block is taken (other sessions on
-    this machine), scans again for up to ``wait`` seconds. Returns ``(base_port, lock_fd)``."""
-    deadline = time.monotonic() + wait
-    warned = False
-    while True:
-        for base in range(PORT_SCAN_START, PORT_SCAN_END, PORT_BLOCK):
-            fd = os.open(f"/tmp/helios-sandbox-ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            if all(_port_free(p) for p in range(base, base + PORT_BLOCK)):
-                return base, fd
-            os.close(fd)
-        if time.monotonic() >= deadline:
-            raise RuntimeError(
-                f"no {PORT_BLOCK} consecutive free ports in {PORT_SCAN_START}-{PORT_SCAN_END} "
-                f"for {wait:g}s"
-            )
-        if not warned:
-            progress(f"no free block of {PORT_BLOCK} ports yet; retrying for up to {wait:g}s")
-            warned = True
-        time.sleep(1.0)
-
-
-def processes_under(state_dir: Path) -> list[tuple[int, str]]:
-    """Live processes whose command line or working directory mentions ``state_dir``."""
-    found = []
-    prefix = str(state_dir)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if stat != "Z" and (prefix in cmd or cwd.startswith(prefix)):
-            found.append((pid, cmd.strip()))
-    return found
-
-
 @contextlib.contextmanager
 def sandbox_in_tmp(label: str = "") -> Iterator[Sandbox]:
-    """A running sandbox in a fresh /tmp directory on its own port block; destroyed (and
-    verified gone) on exit."""
-    find_pg_binaries()  # fail early with the install hint
-    base_port, lock_fd = reserve_ports()  # first: nothing to clean up when it fails
-    try:
-        state_dir = Path(tempfile.mkdtemp(prefix="helios-bench-", dir="/tmp"))
-    except BaseException:
-        os.close(lock_fd)
-        raise
-    try:
-        state_dir.chmod(0o755)  # the postgres OS user must traverse it
-        sb = Sandbox(state_dir, base_port=base_port, metrics_port=base_port + 3)
-    except BaseException:
-        os.close(lock_fd)
-        shutil.rmtree(state_dir, ignore_errors=True)
-        raise
-    try:
-        progress(f"{label}sandbox up in {state_dir} (ports {base_port}-{base_port + 15})")
-        sb.up()
+    """A scratch sandbox (shared with the integration tests) that waits up to 120 s for a free
+    port block while other sessions use this machine, and reports its progress."""
+    with scratch_sandbox(
+        "helios-bench-", wait_for_ports=120.0, progress=lambda m: progress(f"{label}{m}")
+    ) as sb:
         yield sb
-    finally:
-        # No second Ctrl-C (or SIGTERM) may interrupt the teardown.
-        previous = {
-            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            progress(f"{label}destroying the sandbox")
-            try:
-                sb.destroy()
-            finally:
-                os.close(lock_fd)
-                leftovers = processes_under(state_dir)
-                for pid, _cmd in leftovers:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                shutil.rmtree(state_dir, ignore_errors=True)
-                if leftovers:
-                    progress(f"WARNING: killed processes left after destroy(): {leftovers}")
-                else:
-                    progress(f"{label}sandbox destroyed; no process left under it")
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def bench_config(sb: Sandbox, automatic: bool = True) -> Config:
