@@ -25,104 +25,25 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from orchestrator.config_bcp import DrillSettings, Levels, NotificationSettings
+from orchestrator.config_types import (
+    Duration,
+    IpAddress,
+    Name,
+    SecretRef,
+    check_url,
+    parse_duration,
+)
 from orchestrator.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Parse ``300s`` / ``5m`` / ``1h`` / ``800ms`` / a number into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 300s, 5m or 800ms")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"invalid duration {value!r}: expected a number with unit ms, s, m or h")
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h)?$"},
-            ],
-            "description": "Duration: seconds as a number, or a string with unit ms, s, m or h.",
-        }
-    ),
-]
-
-_SECRET_REF = re.compile(r"^(env|file):(.+)$")
-
-
-def resolve_secret(ref: object) -> SecretStr:
-    """Resolve an ``env:NAME`` or ``file:PATH`` reference. Literal secrets are refused."""
-    if not isinstance(ref, str):
-        raise ValueError("expected a secret reference env:NAME or file:PATH")
-    m = _SECRET_REF.match(ref)
-    if not m:
-        raise ValueError(
-            "secrets are only accepted by reference: use env:NAME or file:PATH, "
-            "not the secret itself"
-        )
-    scheme, where = m.group(1), m.group(2)
-    if scheme == "env":
-        if where not in os.environ:
-            raise ValueError(f"environment variable {where} is not set")
-        return SecretStr(os.environ[where])
-    path = Path(where)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read secret file {where}: {exc.strerror or exc}") from None
-    return SecretStr(text.rstrip("\r\n"))
-
-
-SecretRef = Annotated[
-    SecretStr,
-    BeforeValidator(resolve_secret),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^(env|file):.+$",
-            "description": "Secret reference: env:NAME or file:PATH.",
-        }
-    ),
-]
-
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid name: use 1-63 lower-case letters, digits and dashes, "
-            "starting and ending with a letter or digit"
-        )
-    return value
-
-
-Name = Annotated[
-    str,
-    AfterValidator(_check_name),
-    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
-]
+__all__ = ["Duration", "IpAddress", "Name", "SecretRef", "parse_duration"]
 
 
 def _check_dsn(dsn: str) -> str:
@@ -151,23 +72,6 @@ def _check_target(value: str) -> str:
     if re.fullmatch(rf"{label}(\.{label})*", host):
         return value
     raise ValueError(f"{value!r} is neither an IP address nor a host name")
-
-
-def _check_ip(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
-    return value
-
-
-IpAddress = Annotated[str, AfterValidator(_check_ip)]
-
-
-def _check_url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError("expected an http:// or https:// URL")
-    return value
 
 
 # --- cross-field checks ---------------------------------------------------------------------
@@ -260,7 +164,7 @@ class Node(_Strict):
         "dbname=postgres user=helios'."
     )
     password: SecretRef | None = Field(None, description="Password reference for the DSN user.")
-    health_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+    health_url: Annotated[str, AfterValidator(check_url)] | None = Field(
         None, description="Optional HTTP health endpoint probed beside SQL."
     )
     dns_target: Annotated[str, AfterValidator(_check_target)] | None = Field(
@@ -346,7 +250,7 @@ class Route53Provider(_DnsProviderBase):
     kind: Literal["route53"]
     zone_id: str = Field(min_length=1, description="Hosted zone id (Z...).")
     region: str = Field("us-east-1", description="AWS region for the API client.")
-    endpoint_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+    endpoint_url: Annotated[str, AfterValidator(check_url)] | None = Field(
         None, description="Override the API endpoint (tests, sandbox)."
     )
     access_key_id: SecretRef | None = Field(
@@ -361,7 +265,7 @@ class CloudflareProvider(_DnsProviderBase):
     kind: Literal["cloudflare"]
     zone_id: str = Field(min_length=1, description="Cloudflare zone id.")
     api_token: SecretRef = Field(description="API token reference (Zone.DNS edit permission).")
-    base_url: Annotated[str, AfterValidator(_check_url)] | None = Field(
+    base_url: Annotated[str, AfterValidator(check_url)] | None = Field(
         None, description="Override the API base URL, including /client/v4 (tests, sandbox)."
     )
 
@@ -372,7 +276,7 @@ class GcloudProvider(_DnsProviderBase):
     kind: Literal["gcloud"]
     project: str = Field(min_length=1, description="GCP project id.")
     managed_zone: str = Field(min_length=1, description="Managed zone name (not its DNS name).")
-    api_endpoint: Annotated[str, AfterValidator(_check_url)] | None = Field(
+    api_endpoint: Annotated[str, AfterValidator(check_url)] | None = Field(
         None, description="Override the API endpoint (tests, sandbox)."
     )
     credentials: SecretRef | None = Field(
@@ -525,6 +429,11 @@ class Config(_Strict):
     )
     dns: DnsSettings | None = Field(None, description="DNS switching (optional).")
     failover: FailoverSettings = FailoverSettings()
+    levels: Levels = Field(Levels(), description="BCP activation levels.")
+    notifications: NotificationSettings = Field(
+        NotificationSettings(), description="Notification channels, audiences, templates."
+    )
+    drill: DrillSettings = Field(DrillSettings(), description="The monthly DR drill.")
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -532,6 +441,7 @@ class Config(_Strict):
             [(r.name, r.priority, [n.name for n in r.nodes]) for r in self.regions]
         )
         problems += _dns_target_problems(self)
+        problems += _bcp_problems(self)
         node_names = {n.name for r in self.regions for n in r.nodes}
         for i, name in enumerate(self.failover.exclude):
             if name not in node_names:
@@ -553,6 +463,23 @@ class Config(_Strict):
 
     def all_nodes(self) -> list[tuple[Region, Node]]:
         return [(r, n) for r in self.ordered_regions() for n in r.nodes]
+
+
+def _bcp_problems(cfg: Config) -> list[tuple[str, str]]:
+    """Levels name existing audiences; the drill target is a region."""
+    out = []
+    audiences = {a.name for a in cfg.notifications.audiences}
+    for key in ("none", "level1", "level2", "level3", "level4"):
+        policy = getattr(cfg.levels, key)
+        for j, name in enumerate(policy.notify):
+            # The defaults name the plan's audiences; only a configured audience list is held
+            # to them, so a config without notifications stays valid.
+            if audiences and name not in audiences:
+                out.append((f"levels.{key}.notify[{j}]", f"no audience named {name!r}"))
+    regions = {r.name for r in cfg.regions}
+    if cfg.drill.to is not None and cfg.drill.to not in regions:
+        out.append(("drill.to", f"no region named {cfg.drill.to!r}"))
+    return out
 
 
 def _dns_target_problems(cfg: Config) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,54 @@ def _read(path: Path) -> dict[str, Any] | None:
 def load_controls(state_dir: str | os.PathLike[str]) -> Controls:
     doc = _read(Path(state_dir) / "controls.json") or {}
     acked = doc.get("acked_at")
+    lock = active_drill(state_dir)
     return Controls(
-        paused=bool(doc.get("paused", False)), acked_at=float(acked) if acked is not None else None
+        paused=bool(doc.get("paused", False)),
+        acked_at=float(acked) if acked is not None else None,
+        drill=lock["id"] if lock else None,
     )
 
 
 def save_controls(state_dir: str | os.PathLike[str], controls: Controls) -> None:
-    _write(Path(state_dir) / "controls.json", asdict(controls))
+    doc = asdict(controls)
+    doc.pop("drill", None)  # the drill lock lives in drill.json
+    _write(Path(state_dir) / "controls.json", doc)
+
+
+def _drill_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "drill.json"
+
+
+def active_drill(
+    state_dir: str | os.PathLike[str], now: float | None = None
+) -> dict[str, Any] | None:
+    """The drill lock if a drill holds it and it has not expired (a crashed drill's lock
+    lapses at ``expires_at``), else None."""
+    doc = _read(_drill_path(state_dir))
+    if not doc or "id" not in doc:
+        return None
+    now = time.time() if now is None else now
+    if float(doc.get("expires_at", 0.0)) <= now:
+        return None
+    return doc
+
+
+def acquire_drill(state_dir: str | os.PathLike[str], drill_id: str, expires_at: float) -> None:
+    """Take the drill lock; raises HeliosError when another live drill holds it."""
+    current = active_drill(state_dir)
+    if current is not None and current["id"] != drill_id:
+        raise HeliosError(f"drill {current['id']} is already running")
+    _write(
+        _drill_path(state_dir),
+        {"id": drill_id, "pid": os.getpid(), "started_at": time.time(), "expires_at": expires_at},
+    )
+
+
+def release_drill(state_dir: str | os.PathLike[str], drill_id: str) -> None:
+    """Drop the lock if ``drill_id`` holds it."""
+    doc = _read(_drill_path(state_dir))
+    if doc and doc.get("id") == drill_id:
+        _drill_path(state_dir).unlink(missing_ok=True)
 
 
 def load_memory(state_dir: str | os.PathLike[str]) -> Memory:

@@ -84,6 +84,8 @@ class Controls:
 
     paused: bool = False
     acked_at: float | None = None
+    drill: str | None = None
+    """The id of a DR drill in progress: the drill owns the topology, the engine only watches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,13 @@ def decide(
             Action.NONE,
             "PAUSED",
             "Paused (maintenance): observing only, no automatic action.",
+        )
+    if controls.drill is not None:
+        return go(
+            State.PAUSED,
+            Action.NONE,
+            "DRILL_IN_PROGRESS",
+            f"DR drill {controls.drill} in progress: observing only, the drill acts.",
         )
     if state is State.PAUSED:  # resumed: judge afresh
         state = State.HEALTHY

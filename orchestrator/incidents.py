@@ -53,6 +53,17 @@ class Incident:
     divergent: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     closed_at: float | None = None
+    level: int = 0
+    """Current BCP activation level: 0 (single component, automated) to 4 (regional)."""
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    """Every (re)classification: {"level", "at", "reason", "authority"}."""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    """Every message sent or attempted: {"at", "event", "audience", "channel", "ok", "via",
+    "detail"}."""
+    external: dict[str, str] = field(default_factory=dict)
+    """Ids at external services, e.g. {"statuspage:<channel>": "<incident id>"}."""
+    drill_id: str | None = None
+    """Set when the incident is a leg of a DR drill."""
 
     def event(self, name: str, at: float | None = None, detail: str = "") -> None:
         """Record a timeline event once (the first occurrence wins)."""
@@ -63,6 +74,14 @@ class Incident:
         self.timeline.sort(key=lambda e: e["at"])
         if name == "first_verified_write":
             self.rto_seconds = round(at - self.opened_at, 3)
+
+    def set_level(self, level: int, at: float, reason: str, authority: str) -> bool:
+        """Record a (re)classification; returns True when the level changed."""
+        if self.levels and self.level == level:
+            return False
+        self.level = level
+        self.levels.append({"level": level, "at": at, "reason": reason, "authority": authority})
+        return True
 
     def when(self, name: str) -> float | None:
         return next((e["at"] for e in self.timeline if e["event"] == name), None)
