@@ -1,0 +1,9 @@
+"""`orchestrator drill` (being built)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    """Register the command."""
