@@ -15,19 +15,29 @@ from typing import Any
 import structlog
 
 from orchestrator import decision
+from orchestrator.comms import Comms
 from orchestrator.controls import load_controls, load_memory, save_memory
 from orchestrator.errors import HeliosError
 from orchestrator.failover import FailoverService, decision_settings
 from orchestrator.incidents import Incident, new_id
-from orchestrator.model import Assessment
+from orchestrator.model import Assessment, Snapshot
 from orchestrator.observability.failover_metrics import FailoverMetrics
 
 log = structlog.get_logger("helios.autopilot")
 
 
 class Autopilot:
-    def __init__(self, service: FailoverService, metrics: FailoverMetrics | None = None) -> None:
+    def __init__(
+        self,
+        service: FailoverService,
+        metrics: FailoverMetrics | None = None,
+        comms: Comms | None = None,
+    ) -> None:
         self._svc = service
+        self.comms = comms or Comms(service.cfg, service.incidents)
+        self.drill: str | None = None
+        """The id of the drill holding the lock, as of the last tick."""
+        self._waiters: list[asyncio.Future[Assessment]] = []
         self._cfg = service.cfg
         self._settings = decision_settings(service.cfg)
         self._metrics = metrics
@@ -70,21 +80,43 @@ class Autopilot:
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def on_tick(self, a: Assessment) -> dict[str, Any]:
+    async def next_assessment(self, timeout: float) -> Assessment:
+        """The assessment of the next tick (for a drill run by the daemon)."""
+        fut: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    async def on_tick(self, a: Assessment, snap: Snapshot | None = None) -> dict[str, Any]:
         """Decide for this tick; returns fields for the tick's log line."""
         controls = await asyncio.to_thread(load_controls, self._cfg.state_dir)
+        self.drill = controls.drill
         d, mem = decision.decide(self.memory, a, controls, self._settings, a.at)
-        await self._track_incident(a, d)
+        if controls.drill is None:  # a drill owns the topology and records its own legs
+            await self._track_incident(a, d)
         if d.action is decision.Action.FAILOVER and not self.busy and self._tg is not None:
             self._task = self._tg.create_task(self._failover(a), name="failover")
         if d.action is decision.Action.ESCALATE:
             log.error(d.sentence, reason=f"ESCALATE_{d.reason}", decision=d.state.value)
-        if d.demote and self._tg is not None and not self.busy:
+        if d.demote and self._tg is not None and not self.busy and controls.drill is None:
             await self._demote_stale(d.demote, a)
-        await self._maybe_rejoin(a, d)
+        if controls.drill is None:
+            await self._maybe_rejoin(a, d)
         if mem != self.memory:
             self.memory = mem
             await asyncio.to_thread(save_memory, self._cfg.state_dir, mem)
+        level = self.comms.on_tick(
+            a,
+            snap,
+            self.incident,
+            holding=self.memory.state is decision.State.HOLD,
+            busy=self.busy,
+            acked_at=controls.acked_at,
+        )
         if self._metrics is not None:
             self._metrics.record_decision(
                 self.memory,
@@ -93,7 +125,17 @@ class Autopilot:
                 a.at,
                 decision.in_cooldown(mem, controls, self._settings, a.at),
             )
-        return {"decision": self.memory.state.value, "decision_reason": d.reason}
+            self._metrics.record_level(
+                level.level, self.incident.level if self.incident is not None else 0
+            )
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(a)
+        return {
+            "decision": self.memory.state.value,
+            "decision_reason": d.reason,
+            "level": level.level,
+        }
 
     async def _track_incident(self, a: Assessment, d: decision.Decision) -> None:
         primary = a.primary
@@ -112,10 +154,12 @@ class Autopilot:
             return
         if d.reason == "PRIMARY_LOST":
             inc.event("confirmed", a.at, d.sentence)
+            self.comms.status_changed(inc)
             changed = True
         elif d.state is decision.State.HOLD and inc.status == "open":
             inc.status = "held"
             inc.event("hold", a.at, d.sentence)
+            self.comms.status_changed(inc)
             changed = True
         elif (
             d.reason in ("PRIMARY_HEALTHY", "PRIMARY_RECOVERED", "IN_COOLDOWN")
@@ -125,9 +169,10 @@ class Autopilot:
         ):
             inc.event("recovered", a.at, f"{primary} answers again")
             inc.close("recovered", a.at)
+            self.comms.closed(inc)
             changed = True
         if changed:
-            await asyncio.to_thread(self._svc.incidents.save, inc)
+            await self._svc.incidents.save_async(inc)
         if not inc.is_open:
             self.incident = None
 
@@ -137,13 +182,14 @@ class Autopilot:
             plan = await self._svc.plan(a, kind="failover", trigger="automatic")
             _, inc = await self._svc.execute(plan, self.incident)
             ok = inc.status == "failed_over"
+            self.comms.closed(inc)
             if self._metrics is not None:
                 self._metrics.failover_done("automatic", inc, ok)
         except HeliosError as exc:
             log.error(f"automatic failover refused or failed: {exc}", reason="FAILOVER_REFUSED")
             if self.incident is not None:
                 self.incident.notes.append(f"automatic failover refused: {exc}")
-                await asyncio.to_thread(self._svc.incidents.save, self.incident)
+                await self._svc.incidents.save_async(self.incident)
         finally:
             self.memory = decision.failover_finished(self.memory, ok, a.at)
             await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
@@ -230,6 +276,6 @@ class Autopilot:
                     last[-1].divergent.append(
                         f"{node} reappeared as primary (timeline < {newest}); fenced at {a.at:.3f}"
                     )
-                    await asyncio.to_thread(self._svc.incidents.save, last[-1])
+                    await self._svc.incidents.save_async(last[-1])
         except HeliosError as exc:
             log.error(f"could not demote stale primary {node}: {exc}", reason="DEMOTE_FAILED")

@@ -94,12 +94,19 @@ def _daemon_status(cfg: Config, url: str | None, timeout: float) -> dict[str, An
 
 def _probe_status(cfg: Config) -> dict[str, Any]:
     from orchestrator.app import health_settings, probe_once
+    from orchestrator.incidents import IncidentStore
+    from orchestrator.levels import assess_level, facts_from
 
     topo, snap = asyncio.run(probe_once(cfg))
     assessment = health.assess(None, snap, topo, health_settings(cfg))
-    return status.build_status(
+    doc = status.build_status(
         topo, assessment, snap, "probe", {r.name: r.priority for r in cfg.regions}
     )
+    inc = IncidentStore(cfg.state_dir).open_incident()
+    facts = facts_from(assessment, snap, rpo=cfg.objectives.rpo)
+    elapsed = assessment.at - inc.opened_at if inc is not None else None
+    doc["bcp"] = status.bcp_section(assess_level(cfg.levels, facts, elapsed), inc, assessment.at)
+    return doc
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ class FailoverService:
             inc.notes.append(
                 f"overrides used: accept_data_loss={plan.accept_data_loss} force={plan.force}"
             )
-        await asyncio.to_thread(self.incidents.save, inc)
+        await self.incidents.save_async(inc)
         result = await self._run(run_id, plan.kind, dict(plan.context), inc, plan.checksum())
         return result, inc
 
@@ -210,7 +210,7 @@ class FailoverService:
         inc.close("failed_over" if ok else "failed", _now())
         if not ok:
             inc.notes.append(f"run {run_id} ended {result.status.value}: {result.reason or ''}")
-        await asyncio.to_thread(self.incidents.save, inc)
+        await self.incidents.save_async(inc)
         log.info(
             f"{kind} run {run_id} {result.status.value}; incident {inc.id} RTO "
             f"{_fmt(inc.rto_seconds, 's')}",

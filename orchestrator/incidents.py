@@ -9,6 +9,7 @@ loss (seconds) plus the WAL bytes it had not received.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -108,6 +109,11 @@ class IncidentStore:
 
     def save(self, inc: Incident) -> Path:
         return write_json(self.dir / f"{inc.id}.json", asdict(inc))
+
+    async def save_async(self, inc: Incident) -> Path:
+        """Copy the record on the event loop (where it is mutated), write it in a thread."""
+        doc = asdict(inc)
+        return await asyncio.to_thread(write_json, self.dir / f"{inc.id}.json", doc)
 
     def load(self, incident_id: str) -> Incident:
         path = self.dir / f"{incident_id}.json"

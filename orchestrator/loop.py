@@ -35,7 +35,7 @@ log = structlog.get_logger("helios.loop")
 class TickHook(Protocol):
     """Acts on each tick's assessment (the autopilot); returns fields for the tick's log line."""
 
-    async def on_tick(self, assessment: Assessment) -> dict[str, Any]: ...
+    async def on_tick(self, assessment: Assessment, snapshot: Snapshot) -> dict[str, Any]: ...
 
 
 class HeartbeatWriter(Protocol):
@@ -58,6 +58,8 @@ class DaemonState:
     last_cycle_monotonic: float | None = None
     consecutive_errors: int = 0
     started_monotonic: float = field(default_factory=time.monotonic)
+    extras: Callable[[], dict[str, Any]] | None = None
+    """Further sections of the status document (the activation level, drills)."""
 
     @property
     def ready(self) -> bool:
@@ -78,9 +80,12 @@ class DaemonState:
     def status_document(self) -> dict[str, Any] | None:
         if self.assessment is None or self.snapshot is None:
             return None
-        return status.build_status(
+        doc = status.build_status(
             self.topo, self.assessment, self.snapshot, "daemon", self.priorities
         )
+        if self.extras is not None:
+            doc.update(self.extras())
+        return doc
 
 
 CycleHook = Callable[[Snapshot, Assessment], None]
@@ -153,7 +158,7 @@ class Loop:
         assessment = health.assess(self._state.assessment, snap, self._state.topo, self._settings)
         hb = await self._write_heartbeat(assessment)
         if self._autopilot is not None:
-            hb.update(await self._autopilot.on_tick(assessment))
+            hb.update(await self._autopilot.on_tick(assessment, snap))
         await self._save_mark()
         duration = time.perf_counter() - t0
         self._metrics.record_cycle(snap, assessment, duration)

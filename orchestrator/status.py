@@ -7,9 +7,13 @@ The same document is served by the daemon and printed by the CLI, so both always
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.levels import NAMES
 from orchestrator.model import Assessment, Snapshot, Topology
+
+if TYPE_CHECKING:
+    pass
 
 STATUS_VERSION = 1
 
@@ -89,6 +93,31 @@ def build_status(
     }
 
 
+def bcp_section(
+    classification: Any, incident: Any = None, now: float | None = None
+) -> dict[str, Any]:
+    """The ``bcp`` section: the service's activation level and the open incident's."""
+
+    out: dict[str, Any] = {
+        "level": classification.level,
+        "level_name": NAMES[classification.level],
+        "authority": classification.authority,
+        "reason": classification.reason,
+        "sentence": classification.sentence,
+        "incident": None,
+    }
+    if incident is not None and incident.is_open:
+        out["incident"] = {
+            "id": incident.id,
+            "level": incident.level,
+            "level_name": NAMES[incident.level],
+            "status": incident.status,
+            "opened_at": _iso(incident.opened_at),
+            "elapsed_seconds": round((now or incident.opened_at) - incident.opened_at, 1),
+        }
+    return out
+
+
 def _fmt(value: object, suffix: str = "") -> str:
     if value is None:
         return "-"
@@ -106,8 +135,24 @@ def render_table(doc: dict[str, Any]) -> str:
         f"objectives: RTO {obj['rto_seconds']:g}s, RPO {obj['rpo_seconds']:g}s   "
         f"primary: {primary['node'] or '-'} ({primary['region'] or '-'})",
         f"{doc['reason']}: {doc['sentence']}",
-        "",
     ]
+    bcp = doc.get("bcp")
+    if bcp:
+        head.append(
+            f"activation level {bcp['level']} ({bcp['level_name']}), authority "
+            f"{bcp['authority']}: {bcp['sentence']}"
+        )
+        inc = bcp.get("incident")
+        if inc:
+            head.append(
+                f"open incident {inc['id']}: level {inc['level']}, {inc['status']}, "
+                f"open for {inc['elapsed_seconds']:.0f}s (RTO {obj['rto_seconds']:g}s)"
+            )
+    drills = doc.get("drills")
+    if drills and drills.get("last"):
+        last = drills["last"]
+        head.append(f"last drill {last['id']}: {last['result']} ({last.get('when') or '-'})")
+    head.append("")
     cols = [
         "REGION",
         "VERDICT",

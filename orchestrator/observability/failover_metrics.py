@@ -50,6 +50,21 @@ class FailoverMetrics:
             registry=r,
         )
 
+        self.level = Gauge(
+            "helios_activation_level",
+            "BCP activation level the service is in now (0 none .. 4 regional disaster).",
+            registry=r,
+        )
+        self.incident_level = Gauge(
+            "helios_incident_level",
+            "Activation level of the open incident (0 when none is open).",
+            registry=r,
+        )
+
+    def record_level(self, service_level: int, incident_level: int) -> None:
+        self.level.set(service_level)
+        self.incident_level.set(incident_level)
+
     def record_decision(
         self,
         mem: Memory,
