@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 
-.PHONY: all venv postgres run test test-unit lint bench sandbox-up sandbox-down sandbox-status clean
+.PHONY: all venv postgres testtools run test test-unit lint bench sandbox-up sandbox-down sandbox-status clean
 
 all: test
 
@@ -35,11 +35,16 @@ sandbox-down: venv
 sandbox-status: venv
 	$(BIN)/orchestrator sandbox status
 
-test: venv postgres
+# Tools the tests need besides Python packages (headless Chromium for the HTML report test):
+# installed through apt-get on Debian when run as root; otherwise the script explains.
+testtools:
+	@bash deploy/scripts/install-test-tools.sh
+
+test: venv postgres testtools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/pytest -m "not sandbox" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not sandbox and not browser" $(PYTEST_ARGS)
 
 # Benchmarks on throw-away sandboxes (~7 min): detection, lag, failover (async and sync),
 # switchover; rewrites BENCHMARKS.md. `--only NAME,...` and `--runs N` select parts.

@@ -181,6 +181,8 @@ def write_incident_report(cfg: Config, inc: Incident) -> None:
     try:
         from orchestrator import reports
 
-        reports.write_reports(reports.build_incident_report(inc, cfg.state_dir), cfg.state_dir)
+        objectives = {"rto_seconds": cfg.objectives.rto, "rpo_seconds": cfg.objectives.rpo}
+        doc = reports.build_incident_report(inc, cfg.state_dir, objectives=objectives)
+        reports.write_reports(doc, cfg.state_dir)
     except Exception as exc:
         log.error(f"cannot write the report of {inc.id}: {exc}", reason="REPORT_FAILED")
