@@ -173,7 +173,19 @@ class NotificationSettings(_Strict):
     status_url: str = Field(
         "status.heliosdb.io", description="The 'Updates:' link in customer messages."
     )
+    service_title: str = Field(
+        "HeliosDB Service",
+        min_length=1,
+        description="The service as customers know it: the customer subject line "
+        "('[Status Update] <title>') and the Statuspage incident name.",
+    )
     send_drills: bool = Field(True, description="Announce drills to the bcp-team audience.")
+    monitoring_period: Duration = Field(
+        300.0,
+        gt=0,
+        description="After a failover, how long the service must stay healthy before the "
+        "incident is announced resolved (customers see 'monitoring' meanwhile).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> NotificationSettings:

@@ -9,6 +9,7 @@ from orchestrator.sandbox.standins.cloudflare import CloudflareStandIn
 from orchestrator.sandbox.standins.dnsserver import AuthoritativeServer, Lookup
 from orchestrator.sandbox.standins.faults import Fault, FaultPlan, RequestRecord
 from orchestrator.sandbox.standins.gcloud import GoogleDnsStandIn
+from orchestrator.sandbox.standins.receiver import NotifyReceiver
 from orchestrator.sandbox.standins.route53 import MotoRoute53
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "GoogleDnsStandIn",
     "Lookup",
     "MotoRoute53",
+    "NotifyReceiver",
     "RequestRecord",
 ]

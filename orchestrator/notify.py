@@ -1,0 +1,575 @@
+"""The notifier the daemon uses: routes incident and drill events (:mod:`orchestrator.notifyplan`),
+renders the messages from templates and sends them on every routed channel.
+
+Guarantees:
+
+* **Never raises for a channel.** A channel that fails after its retries is recorded
+  (``ok: False`` with the error, secrets masked) and its ``backup`` channel, then the backup's
+  backup, gets the same message; the failed channel's record names the channel that delivered
+  it in ``via``. A backup already routed the same message for this event is not used twice,
+  and a status page never backs up an internal message.
+* **Bounded.** Channels are sent to concurrently; each channel's attempt is bounded by its
+  timeout and retries (see :mod:`orchestrator.providers.notify_http`), a backup chain by the
+  sum of its channels' bounds.
+* **Recorded.** Every attempt appends one record per audience served to
+  ``inc.notifications``: ``{"at", "event", "audience", "channel", "ok", "via", "detail"}``; a
+  Statuspage incident id is kept in ``inc.external["statuspage:<channel>"]`` so that every
+  later event updates the same public incident. PagerDuty events of one incident share one
+  dedup key.
+* **Templates.** ``notifications.templates_dir`` overrides the shipped templates file by file.
+  Every template is compiled and rendered against sample incidents when the notifier is built:
+  a broken one raises :class:`~orchestrator.errors.ConfigError` naming the file and line.
+  Templates are read once, at construction (edits take effect on restart). Should a template
+  still fail at run time, a plain message is sent instead.
+* Drill legs and drill announcements start with ``[DRILL]``. With no channels configured every
+  method does nothing and returns [].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import structlog
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from orchestrator import notifyplan
+from orchestrator.config import Config
+from orchestrator.config_bcp import ChannelConfig
+from orchestrator.errors import ConfigError, OperationError, UsageError
+from orchestrator.incidents import Incident
+from orchestrator.observability.notify_metrics import NotifyMetrics
+from orchestrator.providers.notify_discord import DiscordNotifier
+from orchestrator.providers.notify_http import Notice, NotifyChannel
+from orchestrator.providers.notify_pagerduty import PagerDutyNotifier
+from orchestrator.providers.notify_slack import SlackNotifier
+from orchestrator.providers.notify_statuspage import StatuspageNotifier
+from orchestrator.providers.notify_webhook import WebhookNotifier
+
+log = structlog.get_logger("helios.notify")
+Sleep = Callable[[float], Awaitable[None]]
+DRILL_PREFIX: Final = "[DRILL] "
+SHIPPED_TEMPLATES: Final = Path(__file__).with_name("templates") / "notify"
+TEMPLATE_FILES: Final = {
+    "internal": "internal.txt.j2",
+    "customer": "customer.txt.j2",
+    "test": "test.txt.j2",
+    "drill_started": "drill_started.txt.j2",
+    "drill_finished": "drill_finished.txt.j2",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTest:
+    """The outcome of the communication test on one channel."""
+
+    name: str
+    kind: str
+    ok: bool
+    latency: float
+    detail: str
+
+
+@dataclass(slots=True)
+class _Attempt:
+    channel: str
+    ok: bool
+    detail: str
+    via: str | None = None
+    external_id: str | None = None
+
+
+def build_channel(cfg: ChannelConfig, sleep: Sleep = asyncio.sleep) -> NotifyChannel:
+    """The provider of one configured channel."""
+    match cfg.kind:
+        case "slack":
+            return SlackNotifier(cfg, sleep=sleep)
+        case "discord":
+            return DiscordNotifier(cfg, sleep=sleep)
+        case "pagerduty":
+            return PagerDutyNotifier(cfg, sleep=sleep)
+        case "statuspage":
+            return StatuspageNotifier(cfg, sleep=sleep)
+        case "webhook":
+            return WebhookNotifier(cfg, sleep=sleep)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _statuspage_key(channel: str) -> str:
+    return f"statuspage:{channel}"
+
+
+# --- templates -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A rendered message: ``title`` (one line: a template's ``{% set title %}``, else its
+    subject or first line), ``text`` (all of it), ``body`` (``text`` without a leading
+    ``Subject:`` line)."""
+
+    title: str
+    text: str
+    body: str
+
+
+class Templates:
+    """The message templates: ``notifications.templates_dir`` first, then the shipped ones;
+    compiled and checked against sample incidents at construction (see the module docstring)."""
+
+    def __init__(self, cfg: Config) -> None:
+        directory = cfg.notifications.templates_dir
+        loaders = []
+        if directory is not None:
+            if not Path(directory).is_dir():
+                raise ConfigError(directory, ["notifications.templates_dir: not a directory"])
+            loaders.append(FileSystemLoader(directory))
+        loaders.append(FileSystemLoader(SHIPPED_TEMPLATES))
+        self._env = SandboxedEnvironment(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        self._compiled = {family: self._load(name) for family, name in TEMPLATE_FILES.items()}
+        if directory is not None:
+            for extra in sorted(Path(directory).glob("*.j2")):
+                self._load(extra.name)
+        for family, ctx in _samples(cfg):
+            self._check(family, ctx)
+
+    def _load(self, name: str) -> Template:
+        try:
+            return self._env.get_template(name)
+        except TemplateSyntaxError as exc:
+            where = exc.filename or name
+            raise ConfigError(where, [f"line {exc.lineno}: {exc.message}"]) from None
+
+    def _render(self, family: str, ctx: Mapping[str, Any]) -> Message:
+        try:
+            module = self._compiled[family].make_module(dict(ctx))
+        except Exception:  # operator template code: re-raised with template file and line
+            self._env.handle_exception()
+        return _message(str(module), getattr(module, "title", None))
+
+    def _check(self, family: str, ctx: Mapping[str, Any]) -> None:
+        filename = self._compiled[family].filename or TEMPLATE_FILES[family]
+        try:
+            msg = self._render(family, ctx)
+        except Exception as exc:  # operator template code: any error is a config problem
+            where, line = _template_frame(exc, filename)
+            raise ConfigError(where, [f"line {line}: {type(exc).__name__}: {exc}"]) from None
+        if not msg.text:
+            raise ConfigError(filename, ["the template renders an empty message"])
+
+    def render(self, family: str, ctx: Mapping[str, Any], *, drill: bool) -> Message:
+        """The message; never raises (a template failing at run time gives a plain message).
+        ``drill``: the title and text start with ``[DRILL]``."""
+        try:
+            msg = self._render(family, ctx)
+        except Exception as exc:  # operator template code: send a plain message instead
+            log.error(
+                f"template {TEMPLATE_FILES[family]} failed: {type(exc).__name__}: {exc}",
+                reason="NOTIFY_TEMPLATE",
+            )
+            msg = _fallback(family, ctx)
+        if not msg.text:
+            msg = _fallback(family, ctx)
+        return _with_drill_prefix(msg) if drill else msg
+
+
+def _message(text: str, title: object) -> Message:
+    text = text.strip()
+    lines = text.splitlines()
+    first = lines[0].strip() if lines else ""
+    subject = first.removeprefix("Subject:").strip() if first.startswith("Subject:") else None
+    body = "\n".join(lines[1:]).strip() if subject is not None else text
+    heading = str(title).strip() if isinstance(title, str) and title.strip() else None
+    heading = heading or subject or first
+    return Message(heading.splitlines()[0] if heading else "", text, body)
+
+
+def _fallback(family: str, ctx: Mapping[str, Any]) -> Message:
+    incident = ctx.get("incident")
+    about = f" {incident['id']}" if isinstance(incident, dict) and "id" in incident else ""
+    title = f"[{ctx.get('service', '?')}] {ctx.get('event', family)}{about}"
+    text = f"{title}\n(the {TEMPLATE_FILES[family]} template failed; see the orchestrator log)"
+    return Message(title, text, text)
+
+
+def _with_drill_prefix(msg: Message) -> Message:
+    def fix(text: str) -> str:
+        return text if text.startswith("[DRILL]") else DRILL_PREFIX + text
+
+    return Message(fix(msg.title), fix(msg.text), fix(msg.body))
+
+
+def _template_frame(exc: BaseException, default: str) -> tuple[str, int | str]:
+    """The template file and line where a rendering error was raised (from the traceback
+    jinja2 rewrites to template lines)."""
+    where: tuple[str, int | str] = (default, "?")
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".j2"):
+            where = (name, tb.tb_lineno)
+        tb = tb.tb_next
+    return where
+
+
+def _samples(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
+    """Contexts every template must render: incidents at each stage, a drill leg, the
+    communication test and drill records."""
+    now = 1_700_000_000.0
+    region = cfg.ordered_regions()[0]
+
+    def incident(**changes: Any) -> Incident:
+        inc = Incident(
+            id="inc-20231114T221000-sample",
+            opened_at=now - 90,
+            primary=region.nodes[0].name,
+            region=region.name,
+            level=2,
+        )
+        inc.set_level(2, now - 80, "sample", cfg.levels.policy(2).authority)
+        inc.event("first_failure", now - 90)
+        for key, value in changes.items():
+            setattr(inc, key, value)
+        return inc
+
+    held = incident(status="held")
+    held.event("confirmed", now - 80, "3 failed probes")
+    held.event("hold", now - 70, "no safe candidate")
+    failed_over = incident(status="failed_over", new_primary="replica-1", closed_at=now)
+    failed_over.rpo_seconds, failed_over.rpo_bytes = 0.4, 1024
+    failed_over.notes.append("sample note")
+    for name in ("confirmed", "fenced", "promoted", "dns_switched", "first_verified_write"):
+        failed_over.event(name, now - 60)
+    resolved = incident(status="recovered", closed_at=now)
+    resolved.event("recovered", now - 30)
+    resolved.event("resolved", now)
+    cases = [
+        (incident(), "opened"),
+        (held, "acknowledged"),
+        (failed_over, "status_changed"),
+        (resolved, "resolved"),
+        (incident(drill_id="drill-sample"), "update"),
+    ]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for inc, event in cases:
+        ctx = notifyplan.incident_context(
+            inc,
+            event,
+            service=cfg.service,
+            settings=cfg.notifications,
+            levels=cfg.levels,
+            rto=cfg.objectives.rto,
+            now=now,
+        )
+        out += [("internal", ctx), ("customer", ctx)]
+    common = {"service": cfg.service, "service_title": cfg.notifications.service_title}
+    common["now"] = _iso(now)
+    out.append(("test", {**common, "event": "test", "channel": "sample", "kind": "slack"}))
+    leg = {"name": f"{region.name} -> ?", "passed": True, "rto_seconds": 4.2, "rpo_seconds": 0}
+    drills: list[dict[str, Any]] = [
+        {},
+        {"id": "drill-sample", "kind": "switchover", "trigger": "manual", "legs": [leg]},
+        {"id": "drill-sample", "result": "passed", "legs": [leg, {"name": "planned"}]},
+        {"id": "drill-sample", "result": "failed", "reasons": ["sample"], "legs": [{}]},
+    ]
+    for record in drills:
+        for event in notifyplan.DRILL_EVENTS:
+            ctx = {**common, "event": event, "prefix": DRILL_PREFIX, "drill": record}
+            out.append((event, ctx))
+    return out
+
+
+class Notifier:
+    """See the module docstring. ``sleep`` paces retries (injectable for tests)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        metrics: NotifyMetrics | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cfg = cfg
+        self._settings = cfg.notifications
+        self._metrics = metrics
+        self._clock = clock
+        self._templates = Templates(cfg)
+        self._channels = {c.name: build_channel(c, sleep) for c in self._settings.channels}
+
+    @classmethod
+    async def create(cls, cfg: Config, metrics: NotifyMetrics | None = None) -> Notifier:
+        """Build it off the event loop (reading templates and TLS setup block briefly)."""
+        return await asyncio.to_thread(cls, cfg, metrics)
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    # --- incidents ---------------------------------------------------------------------------
+
+    async def incident_event(self, inc: Incident, event: str, now: float) -> list[dict[str, Any]]:
+        """Send ``event`` (one of ``notifyplan.INCIDENT_EVENTS``, else ValueError) about
+        ``inc`` to its routed audiences; the records appended to ``inc.notifications`` (also
+        returned)."""
+        if not self._channels:
+            return []
+        cfg = self._cfg
+        routes = notifyplan.routes(inc, event, self._settings, cfg.levels, now)
+        if not routes:
+            return []
+        ctx = notifyplan.incident_context(
+            inc,
+            event,
+            service=cfg.service,
+            settings=self._settings,
+            levels=cfg.levels,
+            rto=cfg.objectives.rto,
+            now=now,
+        )
+        drill = inc.drill_id is not None
+        messages = {
+            r.template: self._templates.render(r.template, ctx, drill=drill) for r in routes
+        }
+        resolved = event == "resolved"
+        base = Notice(
+            event=event,
+            title="",
+            text="",
+            service=cfg.service,
+            sent_at=now,
+            level=inc.level,
+            status="resolved" if resolved else notifyplan.customer_status(inc),
+            component_status="operational" if resolved else notifyplan.component_status(inc),
+            severity=notifyplan.pagerduty_severity(inc.level),
+            pagerduty_action=notifyplan.pagerduty_action(event),
+            dedup_key=notifyplan.dedup_key(cfg.service, inc.id),
+            incident=_summary(inc),
+        )
+        records = await self._send_routes(routes, messages, base, inc.external, now)
+        inc.notifications.extend(records)
+        return records
+
+    async def periodic(self, inc: Incident, now: float) -> list[dict[str, Any]]:
+        """Send ``update`` to the audiences due one (``update_interval`` elapsed); [] when
+        none is due or the incident is closed."""
+        if not inc.is_open or not notifyplan.due_updates(inc, self._settings, now):
+            return []
+        return await self.incident_event(inc, "update", now)
+
+    # --- drills ------------------------------------------------------------------------------
+
+    async def drill_event(
+        self, record: dict[str, Any], event: str, now: float
+    ) -> list[dict[str, Any]]:
+        """Announce ``drill_started`` / ``drill_finished`` to the bcp-team audience. ``record``
+        is the drill's record (the shipped templates read id, kind, trigger, result, reasons
+        and legs, each with a default); the notification records are appended to
+        ``record["notifications"]`` and returned."""
+        if not self._channels:
+            return []
+        routes = notifyplan.drill_routes(event, self._settings)
+        if not routes:
+            return []
+        ctx = {
+            "event": event,
+            "service": self._cfg.service,
+            "service_title": self._settings.service_title,
+            "prefix": DRILL_PREFIX,
+            "now": _iso(now),
+            "drill": dict(record),
+        }
+        messages = {r.template: self._templates.render(r.template, ctx, drill=True) for r in routes}
+        base = Notice(event=event, title="", text="", service=self._cfg.service, sent_at=now)
+        records = await self._send_routes(routes, messages, base, {}, now)
+        record.setdefault("notifications", []).extend(records)
+        return records
+
+    # --- the communication test ----------------------------------------------------------------
+
+    async def test(self, only: str | None = None) -> list[ChannelTest]:
+        """Exercise every channel (or ``only``) on its own, backups included as channels in
+        their own right: Slack, Discord and webhooks get a test message, PagerDuty a test alert
+        triggered then resolved under its own dedup key, Statuspage a read of the page (no
+        public incident). Raises UsageError for an unknown ``only``."""
+        if not self._channels:
+            return []
+        if only is not None and only not in self._channels:
+            known = ", ".join(self._channels)
+            raise UsageError(f"no notification channel named {only!r} (configured: {known})")
+        names = [only] if only is not None else list(self._channels)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._test_one(name)) for name in names]
+        return [t.result() for t in tasks]
+
+    async def _test_one(self, name: str) -> ChannelTest:
+        channel = self._channels[name]
+        now = time.time()
+        ctx = {
+            "event": "test",
+            "service": self._cfg.service,
+            "service_title": self._settings.service_title,
+            "channel": name,
+            "kind": channel.kind,
+            "now": _iso(now),
+        }
+        msg = self._templates.render("test", ctx, drill=False)
+        key = f"{notifyplan.comms_test_dedup_key(self._cfg.service, now)}-{name}"
+        notice = Notice(
+            event="test",
+            title=msg.title,
+            text=msg.text,
+            service=self._cfg.service,
+            sent_at=now,
+            dedup_key=key,
+        )
+        start = self._clock()
+        try:
+            delivered = await channel.check(notice)
+        except OperationError as exc:
+            ok, detail = False, str(exc)
+        else:
+            ok, detail = True, delivered.detail
+        latency = self._clock() - start
+        self._count(name, "test", ok, detail)
+        return ChannelTest(name, channel.kind, ok, round(latency, 3), detail)
+
+    # --- sending -------------------------------------------------------------------------------
+
+    async def _send_routes(
+        self,
+        routes: list[notifyplan.Route],
+        messages: dict[str, Message],
+        base: Notice,
+        external: dict[str, str],
+        now: float,
+    ) -> list[dict[str, Any]]:
+        routed = {(r.channel, r.template) for r in routes}
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._deliver(r, messages[r.template], base, external, routed))
+                for r in routes
+            ]
+        records = []
+        for route, task in zip(routes, tasks, strict=True):
+            for attempt in task.result():
+                if attempt.ok and attempt.external_id and self._is_statuspage(attempt.channel):
+                    external[_statuspage_key(attempt.channel)] = attempt.external_id
+                records += [
+                    {
+                        "at": now,
+                        "event": base.event,
+                        "audience": audience,
+                        "channel": attempt.channel,
+                        "ok": attempt.ok,
+                        "via": attempt.via,
+                        "detail": attempt.detail,
+                    }
+                    for audience in route.audiences
+                ]
+        return records
+
+    async def _deliver(
+        self,
+        route: notifyplan.Route,
+        msg: Message,
+        base: Notice,
+        external: dict[str, str],
+        routed: set[tuple[str, str]],
+    ) -> list[_Attempt]:
+        """The route's channel, then its backup chain until one accepts the message."""
+        first = await self._attempt(route.channel, msg, base, external)
+        attempts = [first]
+        seen = {route.channel}
+        backup = self._settings.channel(route.channel).backup
+        while not first.ok and backup is not None and backup not in seen:
+            if self._is_statuspage(backup) and route.template != "customer":
+                first.detail += f"; backup {backup} is a public status page: not used"
+                break
+            if (backup, route.template) in routed:
+                first.detail += f"; backup {backup} already gets this message"
+                break
+            seen.add(backup)
+            attempt = await self._attempt(backup, msg, base, external)
+            attempt.detail = f"backup of {route.channel}: {attempt.detail}"
+            attempts.append(attempt)
+            if attempt.ok:
+                first.via = backup
+                first.detail += f"; delivered via {backup}"
+                break
+            backup = self._settings.channel(backup).backup
+        return attempts
+
+    async def _attempt(
+        self, name: str, msg: Message, base: Notice, external: dict[str, str]
+    ) -> _Attempt:
+        channel = self._channels[name]
+        statuspage = channel.kind == "statuspage"
+        notice = replace(
+            base,
+            title=msg.title,
+            text=msg.body if statuspage else msg.text,
+            external_id=external.get(_statuspage_key(name)) if statuspage else None,
+        )
+        try:
+            delivered = await channel.send(notice)
+        except OperationError as exc:
+            self._count(name, base.event, False, str(exc))
+            return _Attempt(name, False, str(exc))
+        self._count(name, base.event, True, delivered.detail)
+        return _Attempt(name, True, delivered.detail, external_id=delivered.external_id)
+
+    def _is_statuspage(self, name: str) -> bool:
+        return self._channels[name].kind == "statuspage"
+
+    def _count(self, channel: str, event: str, ok: bool, detail: str) -> None:
+        if self._metrics is not None:
+            self._metrics.record(channel, event, ok)
+        if ok:
+            log.info(f"{event} sent on {channel}", reason="NOTIFY_SENT", channel=channel)
+        else:
+            log.warning(
+                f"{event} not delivered on {channel}: {detail}",
+                reason="NOTIFY_FAILED",
+                channel=channel,
+            )
+
+    async def aclose(self) -> None:
+        """Close every channel's HTTP client. Idempotent."""
+        for channel in self._channels.values():
+            await channel.aclose()
+
+
+def _summary(inc: Incident) -> dict[str, Any]:
+    """What webhooks and PagerDuty's custom details carry about the incident."""
+    return {
+        "id": inc.id,
+        "status": inc.status,
+        "level": inc.level,
+        "primary": inc.primary,
+        "region": inc.region,
+        "kind": inc.kind,
+        "new_primary": inc.new_primary,
+        "opened_at": inc.opened_at,
+        "closed_at": inc.closed_at,
+        "rto_seconds": inc.rto_seconds,
+        "rpo_seconds": inc.rpo_seconds,
+        "drill_id": inc.drill_id,
+    }

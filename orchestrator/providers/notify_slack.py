@@ -1,0 +1,67 @@
+"""Slack incoming webhook: the plan's primary communication channel.
+
+``POST <webhook URL>`` with ``{"text": ...}``; success is HTTP 200 (body ``ok``). Slack's errors
+are plain-text codes (``invalid_payload``, ``no_service``, ``channel_is_archived``, ...), which
+the error message quotes. Retries, timeouts and secrecy: :mod:`orchestrator.providers.notify_http`.
+The webhook URL is the secret; it never appears in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import httpx
+
+from orchestrator.config_bcp import SlackChannel
+from orchestrator.providers.notify_http import (
+    MAX_DETAIL,
+    Delivered,
+    HttpSender,
+    Notice,
+    Sleep,
+    clip,
+    url_secrets,
+)
+
+MAX_TEXT: Final = 40_000
+
+
+def _describe(resp: httpx.Response) -> str:
+    return clip(resp.text.strip(), MAX_DETAIL) or resp.reason_phrase
+
+
+class SlackNotifier:
+    """One Slack webhook. ``send`` and ``check`` post ``notice.text``; not idempotent (a retry
+    after a lost answer may post twice, which beats not posting)."""
+
+    def __init__(self, cfg: SlackChannel, *, sleep: Sleep = asyncio.sleep) -> None:
+        self._name = cfg.name
+        self._url = cfg.webhook_url.get_secret_value()
+        self._http = HttpSender(
+            cfg.name, self.kind, cfg.timeout, cfg.retry, url_secrets(self._url), sleep=sleep
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return "slack"
+
+    async def send(self, notice: Notice) -> Delivered:
+        await self._http.call(
+            "POST",
+            self._url,
+            json={"text": clip(notice.text, MAX_TEXT)},
+            ok={200},
+            describe=_describe,
+        )
+        return Delivered("posted")
+
+    async def check(self, notice: Notice) -> Delivered:
+        return await self.send(notice)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
