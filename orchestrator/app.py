@@ -12,20 +12,27 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from orchestrator.autopilot import Autopilot
+from orchestrator.comms import Comms
 from orchestrator.config import Config, Node
 from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher, reconcile_forever
+from orchestrator.drill import DrillRunner
+from orchestrator.drillsvc import DrillScheduler, RunDrill
 from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
 from orchestrator.model import NodeRef, Snapshot, Topology
+from orchestrator.notify import Notifier
+from orchestrator.observability.drill_metrics import DrillMetrics
 from orchestrator.observability.failover_metrics import FailoverMetrics
 from orchestrator.observability.metrics import Metrics
+from orchestrator.observability.notify_metrics import NotifyMetrics
 from orchestrator.observability.server import HttpServer
 from orchestrator.observe import NodeProbes, Observer
 from orchestrator.providers.db_postgres import HeartbeatWriter
@@ -126,6 +133,8 @@ async def run_daemon(
         interval=cfg.probes.interval,
     )
     server = HttpServer(state, registry, cfg.listen.address, cfg.listen.port)
+    # Broken operator templates are refused (ConfigError) before anything starts.
+    notifier = await Notifier.create(cfg, NotifyMetrics(registry))
     observer = build_observer(cfg)
     autopilot_metrics = FailoverMetrics(registry)
     with _signals(stop):
@@ -133,6 +142,7 @@ async def run_daemon(
             await server.start()
         except OSError as exc:
             await observer.aclose()
+            await notifier.aclose()
             raise OSError(
                 exc.errno,
                 f"cannot listen on {cfg.listen.address}:{cfg.listen.port}: {exc.strerror}",
@@ -156,7 +166,26 @@ async def run_daemon(
                 )
                 service = FailoverService(cfg, switcher)
                 stack.push_async_callback(service.aclose)
-                autopilot = Autopilot(service, autopilot_metrics)
+                stack.push_async_callback(notifier.aclose)
+                comms = Comms(
+                    cfg,
+                    service.incidents,
+                    notifier if cfg.notifications.channels else None,
+                    monitoring_period=cfg.notifications.monitoring_period,
+                )
+                autopilot = Autopilot(service, autopilot_metrics, comms)
+                drills = DrillMetrics(registry)
+                await asyncio.to_thread(drills.load, cfg.state_dir)
+                scheduler = DrillScheduler(
+                    cfg,
+                    _drill_runner(cfg, service, autopilot, notifier, drills),
+                    incident_open=lambda: autopilot.incident is not None,
+                    busy=lambda: autopilot.busy,
+                )
+                state.extras = lambda: {
+                    "bcp": comms.status_fields(autopilot.incident, time.time()),
+                    "drills": {**scheduler.status_fields(), "last": drills.last_summary()},
+                }
                 loop = Loop(
                     state=state,
                     observer=observer,
@@ -170,6 +199,8 @@ async def run_daemon(
                 async with asyncio.TaskGroup() as tg:
                     await autopilot.start(tg)
                     tg.create_task(loop.run(stop), name="tick-loop")
+                    tg.create_task(comms.run(stop), name="notifications")
+                    tg.create_task(scheduler.run(stop), name="drill-scheduler")
                     if switcher is not None:
                         tg.create_task(
                             reconcile_forever(switcher, cfg, stop), name="dns-reconciler"
@@ -179,6 +210,30 @@ async def run_daemon(
         finally:
             await server.stop()
             log.info("helios-orchestrator stopped", reason="STOPPED")
+
+
+def _drill_runner(
+    cfg: Config,
+    service: FailoverService,
+    autopilot: Autopilot,
+    notifier: Notifier,
+    metrics: DrillMetrics,
+) -> RunDrill:
+    """The scheduled drill: the configured kind, target and failback, judged on the daemon's
+    own ticks."""
+
+    async def run() -> dict[str, Any]:
+        timeout = max(10.0, cfg.probes.interval * 10)
+        runner = DrillRunner(
+            cfg, service, lambda: autopilot.next_assessment(timeout), trigger="scheduled"
+        )
+        record = await runner.run(cfg.drill.kind, cfg.drill.to, cfg.drill.failback, False)
+        metrics.record(record)
+        if cfg.notifications.send_drills:
+            await notifier.drill_event(record, "drill_finished", time.time())
+        return record
+
+    return run
 
 
 async def probe_once(cfg: Config) -> tuple[Topology, Snapshot]:

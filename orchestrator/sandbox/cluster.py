@@ -425,6 +425,23 @@ class Sandbox:
             },
             "listen": {"address": "127.0.0.1", "port": self.metrics_port},
             "state_dir": str(self.state_dir / "orchestrator"),
+            # A failover drill fails the primary as a crash would: SIGKILL of its postmaster.
+            "drill": {
+                "kind": "switchover",
+                "failback": True,
+                "failure_command": self._command("kill", "{region}"),
+                "write_load": {"rate": 20},
+                "smoke_checks": [
+                    {
+                        "name": "catalog-readable",
+                        "kind": "sql",
+                        "query": "SELECT count(*) >= 0 FROM pg_catalog.pg_class",
+                        "expect": "true",
+                    }
+                ],
+                "settle": "60s",
+                "max_duration": "15m",
+            },
         }
         if dns is not None:
             doc["dns"] = dns
