@@ -93,8 +93,8 @@ class Comms:
                     self.post(incident, "opened")
             if incident.set_level(c.level, a.at, c.sentence, c.authority):
                 log.warning(
-                    f"incident {incident.id} is now level {c.level} ({levels.NAMES[c.level]}, "
-                    f"authority: {c.authority}): {c.sentence}",
+                    f"incident {incident.id} is now {levels.describe(c.level)} "
+                    f"(authority: {c.authority}): {c.sentence}",
                     reason="LEVEL_CHANGED",
                     level=c.level,
                 )

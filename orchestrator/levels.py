@@ -42,6 +42,14 @@ NAMES = (
     "full outage",
     "regional disaster",
 )
+"""The plan's event for each level (activation criteria table)."""
+LABELS = ("None", "Level 1", "Level 2", "Level 3", "Level 4")
+"""The plan's name of each activation level."""
+
+
+def describe(level: int) -> str:
+    """``Level 2 (partial outage)``; ``None (automated)`` for level 0."""
+    return "None (automated)" if level == 0 else f"{LABELS[level]} ({NAMES[level]})"
 
 
 @dataclass(frozen=True, slots=True)

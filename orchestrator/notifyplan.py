@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from orchestrator.config_bcp import Levels, NotificationSettings
+from orchestrator.levels import LABELS, NAMES
 
 INCIDENT_EVENTS: Final = (
     "opened",
@@ -39,14 +40,8 @@ DRILL_EVENTS: Final = ("drill_started", "drill_finished")
 EVENTS: Final = (*INCIDENT_EVENTS, "test", *DRILL_EVENTS)
 DRILL_AUDIENCE: Final = "bcp-team"
 CUSTOMER_STATUSES: Final = ("investigating", "identified", "monitoring", "resolved")
-LEVEL_NAMES: Final = ("None", "Level 1", "Level 2", "Level 3", "Level 4")
-LEVEL_EVENTS: Final = (
-    "Single component failure",
-    "Service degradation",
-    "Partial outage",
-    "Full outage",
-    "Regional disaster",
-)
+LEVEL_NAMES: Final = LABELS
+LEVEL_EVENTS: Final = tuple(n.capitalize() for n in NAMES)
 _PD_ACTIONS: Final = {
     "opened": "trigger",
     "level_changed": "trigger",

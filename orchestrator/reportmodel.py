@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from orchestrator.levels import describe
+
 SCHEMA: Final = 1
 DEFAULT_OBJECTIVES: Final[dict[str, float]] = {"rto_seconds": 300.0, "rpo_seconds": 60.0}
 """The plan's objectives for the production database service (RTO 5 min, RPO 1 min)."""
@@ -87,13 +89,7 @@ LESSON_PROMPTS: Final[tuple[tuple[str, str], ...]] = (
     ("Action items", "Each with an owner and a due date."),
 )
 
-LEVEL_NAMES: Final = (
-    "none (single component, automated)",
-    "Level 1 (service degradation)",
-    "Level 2 (partial outage)",
-    "Level 3 (full outage)",
-    "Level 4 (regional disaster)",
-)
+LEVEL_NAMES: Final = tuple(describe(level) for level in range(5))
 
 # (phase, end event): a phase starts at the latest earlier event of the chain that happened.
 _INCIDENT_PHASES: Final = (

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.levels import NAMES
+from orchestrator.levels import Classification, describe
 from orchestrator.model import Assessment, Snapshot, Topology
 
 if TYPE_CHECKING:
-    pass
+    from orchestrator.incidents import Incident
 
 STATUS_VERSION = 1
 
@@ -94,13 +94,13 @@ def build_status(
 
 
 def bcp_section(
-    classification: Any, incident: Any = None, now: float | None = None
+    classification: Classification, incident: Incident | None = None, now: float | None = None
 ) -> dict[str, Any]:
     """The ``bcp`` section: the service's activation level and the open incident's."""
 
     out: dict[str, Any] = {
         "level": classification.level,
-        "level_name": NAMES[classification.level],
+        "level_name": describe(classification.level),
         "authority": classification.authority,
         "reason": classification.reason,
         "sentence": classification.sentence,
@@ -110,7 +110,7 @@ def bcp_section(
         out["incident"] = {
             "id": incident.id,
             "level": incident.level,
-            "level_name": NAMES[incident.level],
+            "level_name": describe(incident.level),
             "status": incident.status,
             "opened_at": _iso(incident.opened_at),
             "elapsed_seconds": round((now or incident.opened_at) - incident.opened_at, 1),
@@ -139,13 +139,13 @@ def render_table(doc: dict[str, Any]) -> str:
     bcp = doc.get("bcp")
     if bcp:
         head.append(
-            f"activation level {bcp['level']} ({bcp['level_name']}), authority "
-            f"{bcp['authority']}: {bcp['sentence']}"
+            f"activation level: {bcp['level_name']}, authority {bcp['authority']}: "
+            f"{bcp['sentence']}"
         )
         inc = bcp.get("incident")
         if inc:
             head.append(
-                f"open incident {inc['id']}: level {inc['level']}, {inc['status']}, "
+                f"open incident {inc['id']}: {inc['level_name']}, {inc['status']}, "
                 f"open for {inc['elapsed_seconds']:.0f}s (RTO {obj['rto_seconds']:g}s)"
             )
     drills = doc.get("drills")

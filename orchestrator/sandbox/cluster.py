@@ -34,9 +34,11 @@ primary; :meth:`Sandbox.rejoin` rewinds a stopped region with ``pg_rewind`` from
 region and starts it as a standby streaming from there through its replication slot.
 
 Beside PostgreSQL, ``up`` runs the DNS stack (Route53 on moto, Cloudflare and Google Cloud DNS
-stand-ins, one authoritative name server per provider) as the invoking user on ports
-``base_port + 10 .. + 15``, and seeds ``db.helios.test. A 60`` to the primary's address in all
-three providers; the generated configuration switches that record on all three.
+stand-ins, one authoritative name server per provider, and a notification receiver for the
+generated Slack/Discord/PagerDuty/Statuspage/webhook channels) as the invoking user on ports
+``base_port + 10 .. + 15`` and ``base_port + 4``, and seeds ``db.helios.test. A 60`` to the
+primary's address in all three providers; the generated configuration switches that record on
+all three.
 """
 
 from __future__ import annotations
@@ -336,7 +338,8 @@ class Sandbox:
         if base_port < 1024 or max(ports) > 65535:
             raise SandboxError(
                 f"base port {base_port}: the sandbox's ports (base+0..2, base being the "
-                "PostgreSQL service port) and the DNS stack's (base+10..15) must lie in 1024-65535"
+                "PostgreSQL service port) and the DNS stack's (base+4, base+10..15) must lie in "
+                "1024-65535"
             )
         if 5432 in ports:
             raise SandboxError(f"base port {base_port} would use port 5432; pick another")
@@ -445,6 +448,9 @@ class Sandbox:
         }
         if dns is not None:
             doc["dns"] = dns
+            info = self._dns.info()
+            if info is not None and "notify" in info:
+                doc["notifications"] = self._dns.notifications_section(info)
             # A failover proves itself with a write through the service name: resolve
             # db.helios.test through the sandbox's name servers, connect to <address>:S.
             doc["failover"] = {

@@ -10,8 +10,9 @@ APIs, and describe it all in the orchestrator configuration::
 
 The stack runs as the invoking user (never the PostgreSQL user), detached in its own session,
 with the state directory as its working directory and on its command line, so that it can be
-found through ``/proc`` without trusting a PID file. Its ports are ``base_port + 10 .. + 15``:
-Route53 (moto), Cloudflare, Google, then the name servers for Route53, Cloudflare, Google.
+found through ``/proc`` without trusting a PID file. Its ports are ``base_port + 10 .. + 15``
+(Route53 on moto, Cloudflare, Google, then the name servers for Route53, Cloudflare, Google)
+and ``base_port + 4`` (the notification receiver the generated config's channels point at).
 """
 
 from __future__ import annotations
@@ -32,14 +33,25 @@ import requests
 
 from orchestrator.errors import SandboxError
 from orchestrator.sandbox import procs
-from orchestrator.sandbox.dnsstack import GCP_PROJECT, PROVIDERS, info_path, token_path
+from orchestrator.sandbox.dnsstack import (
+    GCP_PROJECT,
+    PROVIDERS,
+    info_path,
+    statuspage_key_path,
+    token_path,
+)
 
 ZONE = "helios.test."
 RECORD = "db.helios.test."
 RECORD_TTL = 60
 GCP_ZONE = "helios-test"
 PORT_OFFSET = 10
-PORT_NAMES = ("route53", "cloudflare", "gcloud", "ns-route53", "ns-cloudflare", "ns-gcloud")
+PORT_NAMES = (
+    *("route53", "cloudflare", "gcloud", "ns-route53", "ns-cloudflare", "ns-gcloud"),
+    "notify",
+)
+NOTIFY_OFFSET = 4
+"""The notification receiver's port: ``base_port + 4`` (free in the sandbox's port block)."""
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CALL_TIMEOUT = 5.0
@@ -49,7 +61,8 @@ MODULE = "orchestrator.sandbox.dnsstack"
 
 
 def dns_ports(base_port: int) -> list[int]:
-    return [base_port + PORT_OFFSET + i for i in range(len(PORT_NAMES))]
+    """The stack's ports in :data:`PORT_NAMES` order."""
+    return [base_port + PORT_OFFSET + i for i in range(6)] + [base_port + NOTIFY_OFFSET]
 
 
 def no_metadata_server(env: dict[str, str] | os._Environ[str]) -> None:
@@ -84,6 +97,81 @@ class SandboxDns:
         for path in self.aws_key_paths:
             if not path.is_file():
                 procs.write_private(path, FAKE_AWS_KEY + "\n")
+        notify = f"http://127.0.0.1:{self.ports[6]}"
+        for name, value in {
+            "statuspage.key": secrets.token_hex(16),
+            "pagerduty.key": secrets.token_hex(16),  # 32 characters, like a routing key
+        }.items():
+            path = self.state_dir / "secrets" / name
+            if not (path.is_file() and path.read_text().strip()):
+                procs.write_private(path, value + "\n")
+        # Webhook URLs are secrets (they carry the credential): referenced with file:.
+        hook = secrets.token_hex(8)
+        for name, url in {
+            "slack.url": f"{notify}/slack/T0SANDBOX/B0SANDBOX/{hook}",
+            "discord.url": f"{notify}/discord/1000/{hook}",
+        }.items():
+            procs.write_private(self.state_dir / "secrets" / name, url + "\n")
+
+    def notifications_section(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The generated config's ``notifications``: every channel kind, on the receiver, routed
+        to the plan's audiences (short intervals, so `make run` shows them)."""
+        url = info["notify"]["url"]
+        sec = self.state_dir / "secrets"
+
+        def quick() -> dict[str, Any]:
+            return {"timeout": "2s", "retry": {"attempts": 2, "initial_delay": "200ms"}}
+
+        return {
+            "monitoring_period": "30s",
+            "channels": [
+                {
+                    "name": "slack",
+                    "kind": "slack",
+                    "webhook_url": f"file:{sec / 'slack.url'}",
+                    "backup": "discord",
+                    **quick(),
+                },
+                {
+                    "name": "discord",
+                    "kind": "discord",
+                    "webhook_url": f"file:{sec / 'discord.url'}",
+                    **quick(),
+                },
+                {
+                    "name": "pagerduty",
+                    "kind": "pagerduty",
+                    "routing_key": f"file:{sec / 'pagerduty.key'}",
+                    "url": f"{url}/pagerduty/v2/enqueue",
+                    **quick(),
+                },
+                {
+                    "name": "statuspage",
+                    "kind": "statuspage",
+                    "api_key": f"file:{statuspage_key_path(self.state_dir)}",
+                    "page_id": "helios-sandbox",
+                    "base_url": f"{url}/statuspage/v1",
+                    **quick(),
+                },
+                {
+                    "name": "executives",
+                    "kind": "webhook",
+                    "url": f"{url}/webhook/executives",
+                    **quick(),
+                },
+            ],
+            "audiences": [
+                {"name": "bcp-team", "channels": ["slack", "pagerduty"]},
+                {"name": "engineering", "channels": ["slack"], "update_interval": "10m"},
+                {"name": "executives", "channels": ["executives"]},
+                {
+                    "name": "customers",
+                    "channels": ["statuspage"],
+                    "template": "customer",
+                    "update_interval": "5m",
+                },
+            ],
+        }
 
     # --- the process ----------------------------------------------------------------------
 

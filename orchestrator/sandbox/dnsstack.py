@@ -2,7 +2,11 @@
 stand-ins, and one authoritative DNS server per provider, all on fixed 127.0.0.1 ports::
 
     python -m orchestrator.sandbox.dnsstack --state-dir DIR \\
-        --ports R53,CF,GCP,NS_R53,NS_CF,NS_GCP [--cloudflare-zone helios.test]
+        --ports R53,CF,GCP,NS_R53,NS_CF,NS_GCP,NOTIFY [--cloudflare-zone helios.test]
+
+It also runs the notification receiver (Slack, Discord, PagerDuty, Statuspage and webhook
+endpoints that record what they receive; ``GET /_recorded`` lists it) on the NOTIFY port, with
+the Statuspage API key read from ``DIR/secrets/statuspage.key``.
 
 The Cloudflare API token is read from ``DIR/secrets/cloudflare.token`` (created by the caller).
 When every server listens, ``DIR/dns.json`` is written (atomically) with this process's PID,
@@ -31,6 +35,7 @@ from orchestrator.sandbox.standins import (
     CloudflareStandIn,
     GoogleDnsStandIn,
     MotoRoute53,
+    NotifyReceiver,
 )
 
 GCP_PROJECT = "helios-sandbox"
@@ -49,6 +54,10 @@ def token_path(state_dir: Path) -> Path:
     return state_dir / "secrets" / "cloudflare.token"
 
 
+def statuspage_key_path(state_dir: Path) -> Path:
+    return state_dir / "secrets" / "statuspage.key"
+
+
 def info_path(state_dir: Path) -> Path:
     return state_dir / "dns.json"
 
@@ -57,10 +66,13 @@ def parse_ports(text: str) -> list[int]:
     try:
         ports = [int(p) for p in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected six comma-separated ports") from None
-    if len(ports) != 6 or not all(1024 <= p <= 65535 for p in ports) or len(set(ports)) != 6:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected six distinct ports in 1024-65535 (R53,CF,GCP,NS_R53,NS_CF,NS_GCP)"
+            f"{text!r}: expected seven comma-separated ports"
+        ) from None
+    if len(ports) != 7 or not all(1024 <= p <= 65535 for p in ports) or len(set(ports)) != 7:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected seven distinct ports in 1024-65535 "
+            "(R53,CF,GCP,NS_R53,NS_CF,NS_GCP,NOTIFY)"
         )
     return ports
 
@@ -68,8 +80,16 @@ def parse_ports(text: str) -> list[int]:
 class DnsStack:
     """The servers of one stack; :meth:`start` brings all up or none."""
 
-    def __init__(self, state_dir: Path, ports: list[int], token: str, zones: list[str]) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: list[int],
+        token: str,
+        zones: list[str],
+        statuspage_key: str | None = None,
+    ) -> None:
         self.state_dir = state_dir
+        self.receiver = NotifyReceiver(statuspage_key, HOST, ports[6])
         self.route53 = MotoRoute53(HOST, ports[0])
         self.cloudflare = CloudflareStandIn(token, HOST, ports[1])
         self.gcloud = GoogleDnsStandIn(GCP_PROJECT, HOST, ports[2])
@@ -84,6 +104,7 @@ class DnsStack:
     def start(self) -> None:
         servers: list[_Server] = [self.route53, self.cloudflare, self.gcloud]
         servers += list(self.nameservers.values())
+        servers.append(self.receiver)
         try:
             for server in servers:
                 server.start()
@@ -115,6 +136,7 @@ class DnsStack:
             "nameservers": {
                 name: {"address": HOST, "port": ns.port} for name, ns in self.nameservers.items()
             },
+            "notify": {"url": self.receiver.url},
         }
 
 
@@ -161,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    stack = DnsStack(state_dir, args.ports, token, args.cloudflare_zone)
+    try:
+        sp_key = statuspage_key_path(state_dir).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        sp_key = None
+    stack = DnsStack(state_dir, args.ports, token, args.cloudflare_zone, sp_key)
     try:
         stack.start()
     except OSError as exc:
