@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ from orchestrator.providers.db_postgres import PostgresDriver
 log = structlog.get_logger("helios.actions")
 REPLAY_POLL = 0.05
 OnEvent = Callable[[str, str], None]
+Notify = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 def slot_of(node: str) -> str:
@@ -89,8 +90,10 @@ class Actions:
         drivers: Mapping[str, PostgresDriver],
         switcher: DnsSwitcher | None,
         on_event: OnEvent,
+        notify: Notify | None = None,
     ) -> None:
         self._cfg = cfg
+        self._notify = notify
         self._drivers = drivers
         self._switcher = switcher
         self._infos = node_infos(cfg)
@@ -216,8 +219,17 @@ class Actions:
         return str(infos[0][4][0])
 
     async def notify(self, p: dict[str, Any]) -> Mapping[str, Any]:
+        """Tell the incident's audiences where the run stands (the channels' failures are
+        recorded on the incident, never raised: a notification never fails a failover)."""
         log.warning(f"notification: {p['event']}", reason="NOTIFY", notify_event=p["event"])
-        return {"event": p["event"], "channels": ["log"]}
+        if self._notify is None:
+            return {"event": p["event"], "channels": []}
+        records = await self._notify("status_changed")
+        return {
+            "event": p["event"],
+            "delivered": sorted({r["channel"] for r in records if r.get("ok")}),
+            "failed": sorted({r["channel"] for r in records if not r.get("ok")}),
+        }
 
     async def stop_writes(self, p: dict[str, Any]) -> Mapping[str, Any]:
         driver = self._driver(p["node"])

@@ -164,7 +164,9 @@ async def run_daemon(
                     if cfg.dns is not None
                     else None
                 )
-                service = FailoverService(cfg, switcher)
+                service = FailoverService(
+                    cfg, switcher, notifier if cfg.notifications.channels else None
+                )
                 stack.push_async_callback(service.aclose)
                 stack.push_async_callback(notifier.aclose)
                 comms = Comms(
@@ -229,8 +231,9 @@ def _drill_runner(
         )
         record = await runner.run(cfg.drill.kind, cfg.drill.to, cfg.drill.failback, False)
         metrics.record(record)
-        if cfg.notifications.send_drills:
+        if cfg.notifications.send_drills and cfg.notifications.channels:
             await notifier.drill_event(record, "drill_finished", time.time())
+            await asyncio.to_thread(runner.store.save, record)
         return record
 
     return run

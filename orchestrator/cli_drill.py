@@ -27,6 +27,7 @@ from orchestrator.errors import HeliosError
 from orchestrator.failover import FailoverService
 from orchestrator.loop import DaemonState, Loop
 from orchestrator.model import Assessment
+from orchestrator.notify import open_notifier
 from orchestrator.observability.metrics import Metrics
 
 WARMUP_TICKS = 3
@@ -89,11 +90,14 @@ def cmd_drill(args: argparse.Namespace) -> int:
 async def _drill(cfg: Config, args: argparse.Namespace) -> int:
     assessor = TickAssessor(cfg)
     try:
-        async with open_switcher_or_none(cfg) as switcher:
-            service = FailoverService(cfg, switcher)
+        async with open_switcher_or_none(cfg) as switcher, open_notifier(cfg) as notifier:
+            service = FailoverService(cfg, switcher, notifier)
             try:
                 runner = DrillRunner(cfg, service, assessor, trigger="manual")
                 record = await runner.run(args.kind, args.to, args.failback, args.dry_run)
+                if notifier is not None and not args.dry_run and cfg.notifications.send_drills:
+                    await notifier.drill_event(record, "drill_finished", time.time())
+                    await asyncio.to_thread(runner.store.save, record)
             finally:
                 await service.aclose()
     finally:

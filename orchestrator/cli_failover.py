@@ -22,6 +22,7 @@ from orchestrator.errors import UnsafePlan
 from orchestrator.executor import RunStatus
 from orchestrator.failover import DEFAULT_RUNBOOKS, FailoverService, load_product_runbooks
 from orchestrator.model import Assessment
+from orchestrator.notify import open_notifier
 from orchestrator.planning import FailoverPlan
 from orchestrator.runbook import ACTION_PARAMS, describe, load_runbooks
 
@@ -103,8 +104,8 @@ def cmd_switchover(args: argparse.Namespace) -> int:
 
 
 async def _run(cfg: Config, args: argparse.Namespace, kind: str) -> int:
-    async with open_switcher_or_none(cfg) as switcher:
-        service = FailoverService(cfg, switcher)
+    async with open_switcher_or_none(cfg) as switcher, open_notifier(cfg) as notifier:
+        service = FailoverService(cfg, switcher, notifier)
         try:
             unfinished = await asyncio.to_thread(service.journal.unfinished)
             if unfinished and not args.dry_run:

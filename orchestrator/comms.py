@@ -123,7 +123,12 @@ class Comms:
         if self._open is inc:
             self._open = None
         if inc.status == "failed_over":
-            self.post(inc, "status_changed")  # customers: monitoring
+            promoted = inc.when("promoted") or inc.opened_at
+            told = any(
+                n["event"] == "status_changed" and n["at"] >= promoted for n in inc.notifications
+            )
+            if not told:  # the runbook's notify step did not run: customers see monitoring
+                self.post(inc, "status_changed")
             self._monitoring.append(_Watch(inc))
         else:
             self.post(inc, "resolved")

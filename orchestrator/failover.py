@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -29,6 +29,16 @@ from orchestrator.model import Assessment, Verdict
 from orchestrator.runbook import ACTION_PARAMS, Runbook, load_runbooks, render_params
 
 log = structlog.get_logger("helios.failover")
+
+
+class IncidentNotifier(Protocol):
+    """What the runbook's ``notify`` step needs (see :class:`orchestrator.notify.Notifier`)."""
+
+    async def incident_event(
+        self, inc: Incident, event: str, now: float
+    ) -> list[dict[str, Any]]: ...
+
+
 DEFAULT_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
 
@@ -55,9 +65,13 @@ def load_product_runbooks(cfg: Config) -> dict[str, Runbook]:
 class FailoverService:
     """Plans and runs failovers and switchovers for one config."""
 
-    def __init__(self, cfg: Config, switcher: DnsSwitcher | None) -> None:
+    def __init__(
+        self, cfg: Config, switcher: DnsSwitcher | None, notifier: IncidentNotifier | None = None
+    ) -> None:
         self.cfg = cfg
         self.switcher = switcher
+        self.notifier = notifier
+        """Sends the runbook's ``notify`` step (owned and closed by the caller)."""
         self.runbooks = load_product_runbooks(cfg)
         self.drivers = make_drivers(cfg)
         self.infos = node_infos(cfg)
@@ -201,7 +215,12 @@ class FailoverService:
             inc.event(name, _now(), detail)
             self.incidents.save(inc)
 
-        actions = Actions(self.cfg, self.drivers, self.switcher, on_event)
+        async def notify(event: str) -> list[dict[str, Any]]:
+            if self.notifier is None:
+                return []
+            return await self.notifier.incident_event(inc, event, _now())
+
+        actions = Actions(self.cfg, self.drivers, self.switcher, on_event, notify)
         executor = Executor(actions.table(), self.journal)
         result = await executor.run(
             run_id, self.runbooks[kind], context, resume_from=resume, checksum=checksum

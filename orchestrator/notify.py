@@ -28,8 +28,9 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -573,3 +574,19 @@ def _summary(inc: Incident) -> dict[str, Any]:
         "rpo_seconds": inc.rpo_seconds,
         "drill_id": inc.drill_id,
     }
+
+
+@contextlib.asynccontextmanager
+async def open_notifier(
+    cfg: Config, metrics: NotifyMetrics | None = None
+) -> AsyncIterator[Notifier | None]:
+    """A Notifier for the commands that act (failover, switchover, drill), or None when no
+    channel is configured; closed on exit."""
+    if not cfg.notifications.channels:
+        yield None
+        return
+    notifier = await Notifier.create(cfg, metrics)
+    try:
+        yield notifier
+    finally:
+        await notifier.aclose()
