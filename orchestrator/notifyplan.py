@@ -216,14 +216,12 @@ def comms_test_dedup_key(service: str, now: float) -> str:
 
 def customer_status(incident: Incident) -> str:
     """investigating (open, not confirmed) | identified (confirmed, held, failover running) |
-    monitoring (failed over and verified, or recovered) | resolved (closed, and resolved or
-    recovered)."""
+    monitoring (a write through the service name succeeded on the new primary, or the primary
+    recovered) | resolved (closed, and resolved or recovered)."""
     seen = {e["event"] for e in incident.timeline}
     if not incident.is_open and seen & {"resolved", "recovered"}:
         return "resolved"
-    if incident.status == "recovered" or (
-        incident.status == "failed_over" and "first_verified_write" in seen
-    ):
+    if incident.status == "recovered" or "first_verified_write" in seen:
         return "monitoring"
     if seen & _IDENTIFIED or incident.status in ("held", "failed", "failed_over"):
         return "identified"
