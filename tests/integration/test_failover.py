@@ -130,6 +130,12 @@ async def test_lost_primary_fails_over_under_write_load(fresh_sandbox: Any, fail
         finally:
             load.stop.set()
             await writer
+        # the run ends after writes resume (verify_write, notify): let it finish first
+        await until(
+            lambda: load_memory(cfg.state_dir).state.value != "failing_over",
+            30,
+            "the failover run to finish",
+        )
         # a second loss inside the cooldown is escalated, not failed over
         await asyncio.to_thread(sb.kill, "us-west")
         await rec.until(
