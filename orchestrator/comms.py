@@ -32,6 +32,8 @@ from orchestrator.model import Assessment, Snapshot
 
 log = structlog.get_logger("helios.comms")
 WORKER_WAKE = 1.0
+ADOPT_WINDOW = 86400.0
+"""A failover closed less than this long ago and never resolved is monitored after a restart."""
 
 
 class Sender(Protocol):
@@ -144,6 +146,7 @@ class Comms:
     async def run(self, stop: asyncio.Event) -> None:
         """Send queued messages, periodic updates and monitoring resolutions until ``stop``;
         then flush what is queued (bounded by the channels' own timeouts)."""
+        await self._adopt_monitored()
         while not stop.is_set():
             try:
                 inc, event = await asyncio.wait_for(self._queue.get(), WORKER_WAKE)
@@ -154,6 +157,21 @@ class Comms:
         while not self._queue.empty():
             inc, event = self._queue.get_nowait()
             await self._send(inc, event)
+
+    async def _adopt_monitored(self) -> None:
+        """After a restart: failovers of the last day that were never announced resolved are
+        monitored again (their customers still read "monitoring")."""
+        now = time.time()
+        for inc in await asyncio.to_thread(self.store.all):
+            recent = inc.closed_at is not None and now - inc.closed_at < ADOPT_WINDOW
+            if (
+                recent
+                and inc.status == "failed_over"
+                and inc.drill_id is None
+                and inc.when("resolved") is None
+                and all(w.inc.id != inc.id for w in self._monitoring)
+            ):
+                self._monitoring.append(_Watch(inc))
 
     async def _housekeeping(self) -> None:
         now = time.time()
