@@ -11,11 +11,16 @@ of 16 ports, and measures:
 4. ``failover``, ``failover-sync``, ``switchover`` (:mod:`tests.bench.failover`): write
    unavailability and acknowledged commits lost through the service name when the primary is
    killed (asynchronous and synchronous replication) and in a planned switchover; 5 runs each,
-   every run on a fresh sandbox.
+   every run on a fresh sandbox;
+5. ``drill`` (:mod:`tests.bench.drill`): the monthly DR drill as ``orchestrator drill`` runs it,
+   a switchover drill and a failover drill, both with failback; RTO, RPO, write unavailability
+   and lost commits per leg, the runbook steps' durations, the drill's duration and result;
+   3 runs each, every run on a fresh sandbox.
 
-Parts 1-3 share one sandbox. ``--only PART[,PART...]`` runs a selection (default: all). The
-results are printed as Markdown and, with ``--write FILE``, replace FILE entirely. Every sandbox
-is destroyed at the end, also on failure or Ctrl-C; nothing is left running.
+Parts 1-3 share one sandbox. ``--only PART[,PART...]`` runs a selection (default: all);
+``--runs N`` sets the runs per scenario of parts 4 and 5 (e.g. 1 for a quick check). The results
+are printed as Markdown and, with ``--write FILE``, replace FILE entirely. Every sandbox is
+destroyed at the end, also on failure or Ctrl-C; nothing is left running.
 
 Run from the repository root: ``python -m tests.bench.run_bench --write BENCHMARKS.md``.
 """
@@ -48,7 +53,7 @@ from orchestrator.errors import SandboxError
 from orchestrator.model import Verdict
 from orchestrator.observability.logging import configure_logging
 from orchestrator.sandbox import Sandbox, find_pg_binaries
-from tests.bench import failover
+from tests.bench import drill, failover
 from tests.bench.common import (
     FAILURE_THRESHOLD,
     INTERVAL,
@@ -86,7 +91,9 @@ SHARED_PARTS = ("steady", "detection", "lag")
 """Parts run one after the other on one shared sandbox with one daemon."""
 SERIES_PARTS = ("failover", "failover-sync", "switchover")
 """Parts whose every run has a fresh sandbox of its own."""
-PARTS = SHARED_PARTS + SERIES_PARTS
+DRILL_PART = "drill"
+"""Drills (switchover and failover, with failback), every run on a fresh sandbox of its own."""
+PARTS = (*SHARED_PARTS, *SERIES_PARTS, DRILL_PART)
 
 
 # --- 1. steady state -------------------------------------------------------------------------
@@ -429,6 +436,7 @@ class Results:
     ticks: int = 0
     cycle_errors: int = 0
     series: dict[str, Series] = field(default_factory=dict)
+    drills: dict[str, drill.DrillSeries] = field(default_factory=dict)
 
     @property
     def shared(self) -> bool:
@@ -521,6 +529,7 @@ def findings(r: Results) -> list[str]:
     if r.shared and r.cycle_errors:
         out.append(f"{r.cycle_errors} tick(s) failed unexpectedly (helios_cycle_errors_total).")
     out.extend(failover.findings(r.series))
+    out.extend(drill.findings(r.drills))
     return out
 
 
@@ -620,12 +629,13 @@ def render(m: Machine, r: Results) -> str:
     add(
         "The sandbox (primary `us-east`, streaming replicas `us-west` and `eu`, and the DNS "
         "stand-ins) runs on this machine on loopback ports, in a fresh directory under /tmp "
-        "(sections 1-3 share one; every run of section 4 has its own); the daemon "
+        "(sections 1-3 share one; every run of sections 4 and 5 has its own); the daemon "
         "(`orchestrator.app.run_daemon`) runs inside the benchmark process, with the sandbox's "
         "generated configuration and the probe settings above (in sections 1-3 with "
         "`failover.automatic: false`: their trials kill or freeze the primary and bring it "
         "back, where automatic failover would promote a replica instead; section 4 measures "
-        "that). Everything shares the CPUs: "
+        "that; section 5 runs drills as `orchestrator drill` does, without the daemon). "
+        "Everything shares the CPUs: "
         "the numbers include that contention (see the load average)."
     )
     add("")
@@ -637,6 +647,8 @@ def render(m: Machine, r: Results) -> str:
         lines.extend(_render_lag(r.lag))
     if r.series:
         lines.extend(failover.render_section(r.series))
+    if r.drills:
+        lines.extend(drill.render_section(r.drills))
     add("## Findings")
     add("")
     add(
@@ -837,8 +849,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs",
         type=positive,
-        default=failover.RUNS,
-        help=f"runs per failover/switchover scenario (default {failover.RUNS})",
+        default=None,
+        help=f"runs per failover/switchover scenario (default {failover.RUNS}) and per drill "
+        f"kind (default {drill.RUNS})",
     )
     args = parser.parse_args(argv)
     parts: tuple[str, ...] = args.only
@@ -856,8 +869,14 @@ def main(argv: list[str] | None = None) -> int:
                 results = asyncio.run(run_shared(sb, parts))
         for name in SERIES_PARTS:
             if name in parts:
-                progress(f"{name}: {args.runs} runs, each on a fresh sandbox")
-                results.series[name] = failover.run_series(name, args.runs)
+                runs = args.runs or failover.RUNS
+                progress(f"{name}: {runs} runs, each on a fresh sandbox")
+                results.series[name] = failover.run_series(name, runs)
+        if DRILL_PART in parts:
+            runs = args.runs or drill.RUNS
+            for kind in drill.KINDS:
+                progress(f"drill {kind} (with failback): {runs} runs, each on a fresh sandbox")
+                results.drills[kind] = drill.run_series(kind, runs)
     except (KeyboardInterrupt, Interrupted):
         progress("interrupted; nothing written")
         return 130
