@@ -10,7 +10,6 @@ result mapping (journaled). Timeline events go to the incident through ``on_even
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from orchestrator import dnsstate
 from orchestrator.config import Config, Node
 from orchestrator.dnsplan import SwitchOutcome
-from orchestrator.dnsruntime import target_of_region
-from orchestrator.dnsswitch import DnsSwitcher, query_nameserver
+from orchestrator.dnsruntime import resolve_service, target_of_region
+from orchestrator.dnsswitch import DnsSwitcher
 from orchestrator.errors import OperationError, PermanentError, TransientError, UsageError
 from orchestrator.executor import ActionFn
 from orchestrator.providers.db_postgres import PostgresDriver
@@ -175,7 +174,7 @@ class Actions:
             return {"skipped": "failover.verify is not configured"}
         region = str(p["region"])
         expected = {i.dns_target for i in self._infos.values() if i.region == region}
-        address = await self._resolve(verify.record)
+        address = await resolve_service(self._cfg)
         if address not in expected:
             raise TransientError(f"the service name still resolves to {address}")
         dsn = make_conninfo(verify.dsn, host=address, connect_timeout="2")
@@ -198,25 +197,6 @@ class Actions:
             raise TransientError(f"write through the service name failed: {exc}") from None
         self._event("first_verified_write", f"through {address}")
         return {"address": address}
-
-    async def _resolve(self, record: str | None) -> str:
-        name = record or (self._cfg.dns.records[0].name if self._cfg.dns else None)
-        if name is None:
-            raise PermanentError("no service record to resolve (failover.verify.record)")
-        servers = self._cfg.dns.nameservers if self._cfg.dns else []
-        errors = []
-        for ns in servers:
-            try:
-                values = await query_nameserver(ns.address, ns.port, name, "A")
-            except Exception as exc:
-                errors.append(f"{ns.address}:{ns.port}: {exc}")
-                continue
-            if values:
-                return values[0]
-        if servers:
-            raise TransientError(f"cannot resolve {name}: {'; '.join(errors) or 'no answer'}")
-        infos = await asyncio.to_thread(socket.getaddrinfo, name.rstrip("."), None)
-        return str(infos[0][4][0])
 
     async def notify(self, p: dict[str, Any]) -> Mapping[str, Any]:
         """Tell the incident's audiences where the run stands (the channels' failures are

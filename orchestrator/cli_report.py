@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import reports
+from orchestrator.atomic import write_text
 from orchestrator.config import load_config
 from orchestrator.errors import UsageError
-from orchestrator.reportmodel import fmt_time
+from orchestrator.reportparts import fmt_time
 
 
 def _print(text: str) -> None:
@@ -37,7 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     doc = reports.load_source(cfg.state_dir, args.id, objectives=objectives)
     text = reports.render(doc, args.format)
     if args.output:
-        path = reports.write_text(Path(args.output), text)
+        path = write_text(Path(args.output), text)
         _print(f"{doc['kind']} report {doc['id']} ({args.format}) written to {path}")
     else:
         sys.stdout.write(text)

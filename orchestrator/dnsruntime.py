@@ -1,24 +1,28 @@
-"""Builds the DNS switcher from the config and runs the daemon's reconciler.
+"""Builds the DNS switcher from the config, runs the daemon's reconciler and resolves the
+service name as a client would.
 
 Guarantees: :func:`open_switcher` owns the providers and the worker threads their sync SDKs run
 in, and releases both on exit; :func:`reconcile_forever` never raises for provider trouble (it
-logs and counts it) and returns when ``stop`` is set.
+logs and counts it) and returns when ``stop`` is set; :func:`resolve_service` asks the
+configured name servers directly (no cache in between), each bounded by its query timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import dns.exception
 import structlog
 from prometheus_client import CollectorRegistry
 
 from orchestrator import dnsstate
 from orchestrator.config import Config
-from orchestrator.dnsswitch import DnsSwitcher
-from orchestrator.errors import HeliosError, UsageError
+from orchestrator.dnsswitch import DnsSwitcher, query_nameserver
+from orchestrator.errors import HeliosError, PermanentError, TransientError, UsageError
 from orchestrator.observability.dns_metrics import DnsMetrics
 from orchestrator.providers.dns_factory import build_dns_provider
 
@@ -56,6 +60,31 @@ def target_of_region(cfg: Config, region: str) -> str:
             raise UsageError(f"region {region} has no node with a dns_target")
     names = ", ".join(r.name for r in cfg.ordered_regions())
     raise UsageError(f"unknown region {region!r} (regions: {names})")
+
+
+async def resolve_service(cfg: Config) -> str:
+    """The address the service record (``failover.verify.record``, else the first owned record)
+    resolves to, asked of each configured name server in turn (the first answer wins); with no
+    name servers, the system resolver. PermanentError without a record to resolve;
+    TransientError when no name server answers."""
+    verify = cfg.failover.verify
+    name = (verify.record if verify else None) or (cfg.dns.records[0].name if cfg.dns else None)
+    if name is None:
+        raise PermanentError("no service record to resolve (failover.verify.record)")
+    servers = cfg.dns.nameservers if cfg.dns else []
+    errors = []
+    for ns in servers:
+        try:
+            values = await query_nameserver(ns.address, ns.port, name, "A")
+        except (dns.exception.DNSException, OSError) as exc:
+            errors.append(f"{ns.address}:{ns.port}: {type(exc).__name__}: {exc}")
+            continue
+        if values:
+            return values[0]
+    if servers:
+        raise TransientError(f"cannot resolve {name}: {'; '.join(errors) or 'no answer'}")
+    infos = await asyncio.to_thread(socket.getaddrinfo, name.rstrip("."), None)
+    return str(infos[0][4][0])
 
 
 async def reconcile_forever(switcher: DnsSwitcher, cfg: Config, stop: asyncio.Event) -> None:

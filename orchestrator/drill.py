@@ -21,22 +21,16 @@ Guarantees:
   failure command, the lost-commit query) has its own bound; runbook steps have theirs.
   ``max_duration`` is checked between phases: the drill never cancels a runbook run midway
   (a half-done promotion is worse than a late drill).
-* **Record**: written atomically to ``<state_dir>/drills/<id>.json`` with the keys documented on
-  :meth:`DrillRunner.run`; one log line per phase with a ``reason`` code.
+* **Record**: written atomically to ``<state_dir>/drills/<id>.json`` with the keys documented in
+  :mod:`orchestrator.drillrecord`; one log line per phase with a ``reason`` code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import secrets
-import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -44,13 +38,21 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from orchestrator import drillcheck
-from orchestrator.atomic import write_json
+from orchestrator.commands import fill_argv, run_command
 from orchestrator.config import Config
 from orchestrator.controls import acquire_drill, load_controls, release_drill
 from orchestrator.dnsruntime import target_of_region
 from orchestrator.drillcheck import Check, LegFacts
 from orchestrator.drillload import Ack, ServiceTarget, WriteLoad, smoke_check
-from orchestrator.errors import HeliosError, PermanentError, UsageError
+from orchestrator.drillrecord import (
+    DrillStore,
+    conclude,
+    new_drill_id,
+    new_leg,
+    new_record,
+    planned_phase,
+)
+from orchestrator.errors import HeliosError, UsageError
 from orchestrator.executor import RunResult, RunStatus, StepStatus
 from orchestrator.failover import FailoverService
 from orchestrator.incidents import Incident, new_id
@@ -60,7 +62,6 @@ from probes.postgres import ConnectionSlot
 
 log = structlog.get_logger("helios.drill")
 
-RESULTS: Final = ("passed", "failed", "aborted", "refused")
 FAILURE_COMMAND_TIMEOUT: Final = 60.0
 DNS_VERIFY_TIMEOUT: Final = 30.0
 LOST_QUERY_TIMEOUT: Final = 10.0
@@ -71,55 +72,13 @@ POLL_MIN: Final = 0.2
 Assess = Callable[[], Awaitable[Assessment]]
 
 
-def new_drill_id(now: float) -> str:
-    """``drill-YYYYmmddTHHMMSS-<6 hex>`` (UTC)."""
-    return f"drill-{datetime.fromtimestamp(now, UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What was asked of one drill, defaults filled in from ``cfg.drill``."""
 
-
-class DrillStore:
-    """Drill records in ``<state_dir>/drills/<id>.json`` (atomic writes; unreadable files are
-    skipped by :meth:`all`)."""
-
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
-        self.dir = Path(state_dir) / "drills"
-
-    def path(self, drill_id: str) -> Path:
-        return self.dir / f"{drill_id}.json"
-
-    def save(self, record: dict[str, Any]) -> Path:
-        return write_json(self.path(str(record["id"])), record)
-
-    def load(self, drill_id: str) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.path(drill_id).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise HeliosError(f"no drill {drill_id!r} in {self.dir}") from None
-        except (OSError, ValueError) as exc:
-            raise HeliosError(f"drill record {drill_id} is unreadable: {exc}") from None
-        if not isinstance(doc, dict):
-            raise HeliosError(f"drill record {drill_id} is not a JSON object")
-        return doc
-
-    def all(self) -> list[dict[str, Any]]:
-        """Every readable record, oldest first (by ``started_at``)."""
-        if not self.dir.is_dir():
-            return []
-        out = []
-        for p in self.dir.glob("drill-*.json"):
-            try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict) and "id" in doc:
-                out.append(doc)
-        return sorted(out, key=lambda d: (d.get("started_at") or 0.0, d["id"]))
-
-    def last(self) -> dict[str, Any] | None:
-        records = self.all()
-        return records[-1] if records else None
-
-    def last_success(self) -> dict[str, Any] | None:
-        return next((d for d in reversed(self.all()) if d.get("result") == "passed"), None)
+    kind: str
+    to_region: str | None
+    failback: bool
 
 
 class _Aborted(HeliosError):
@@ -155,46 +114,40 @@ class DrillRunner:
     ) -> dict[str, Any]:
         """Run (or plan) a drill; returns its record (``None`` arguments: ``cfg.drill``).
 
-        Record: ``id, kind, trigger, dry_run, started_at, finished_at, result`` (passed |
-        failed | aborted | refused; ``planned`` for a dry run), ``reasons``, ``objectives``
-        {rto_seconds, rpo_seconds}, ``prechecks`` [{name, ok, detail}], ``load`` {rate, acked,
-        errors}, ``legs`` [{name, from_node, from_region, to_node, to_region, run_id,
-        incident_id, started_at, finished_at, rto_seconds, rpo_seconds, lost_commits,
-        acked_commits, write_unavailable_seconds, phases [{name, action, status, started_at,
-        finished_at}], dns [{provider, ok, detail}], smoke [{name, kind, ok, detail,
-        latency_ms}], passed, reasons}]. Raises UsageError for an unknown region or a failure
+        The record's layout is documented in :mod:`orchestrator.drillrecord` (``result`` is
+        ``planned`` for a dry run). Raises UsageError for an unknown region or a failure
         command that cannot be filled in (nothing changed).
         """
         s = self._cfg.drill
         kind = kind or s.kind
         if kind not in ("switchover", "failover"):
             raise UsageError(f"unknown drill kind {kind!r} (switchover or failover)")
-        to_region = to_region or s.to
-        failback = s.failback if failback is None else failback
+        spec = _Spec(kind, to_region or s.to, s.failback if failback is None else failback)
         started = time.time()
         self._id = new_drill_id(started)
         self._lost_seen, self.planned = set(), []
-        record = _new_record(self._id, kind, self._trigger, dry_run, started, self._cfg)
+        record = new_record(self._id, kind, self._trigger, dry_run, started, self._cfg)
         with bound_contextvars(drill=self._id):
             a = await self._assess()
             self._primary = a.primary
-            checks, plan = await self._prechecks(a, kind, to_region)
+            checks, plan = await self._prechecks(a, spec)
             record["prechecks"] = [c.to_dict() for c in checks]
             if not all(c.ok for c in checks):
                 return await self._refused(record, drillcheck.refused_reasons(checks), dry_run)
             assert plan is not None
             log.info(f"drill {self._id}: pre-checks passed", reason="DRILL_PRECHECKS_OK")
             if dry_run:
-                record["legs"] = self._preview(a, plan, kind, failback)
+                record["legs"] = self._preview(plan, spec)
                 record["result"] = "planned"
                 record["finished_at"] = time.time()
                 log.info(f"drill {self._id}: dry run, nothing changed", reason="DRILL_DRY_RUN")
                 return record
-            return await self._execute(record, a, kind, to_region, failback)
+            return await self._execute(record, a, spec)
 
     async def _prechecks(
-        self, a: Assessment, kind: str, to_region: str | None
+        self, a: Assessment, spec: _Spec
     ) -> tuple[list[Check], FailoverPlan | None]:
+        kind = spec.kind
         state_dir = self._cfg.state_dir
         controls = await asyncio.to_thread(load_controls, state_dir)
         incident = await asyncio.to_thread(self._svc.incidents.open_incident)
@@ -213,7 +166,7 @@ class DrillRunner:
             return checks, None
         try:  # the first leg's plan: the same rails the real run will meet
             plan = await self._svc.plan(
-                a, kind=kind, to_region=to_region, trigger="drill", force=kind == "failover"
+                a, kind=kind, to_region=spec.to_region, trigger="drill", force=kind == "failover"
             )
         except UsageError:
             raise
@@ -230,14 +183,7 @@ class DrillRunner:
             await asyncio.to_thread(self.store.save, record)
         return record
 
-    async def _execute(
-        self,
-        record: dict[str, Any],
-        a: Assessment,
-        kind: str,
-        to_region: str | None,
-        failback: bool,
-    ) -> dict[str, Any]:
+    async def _execute(self, record: dict[str, Any], a: Assessment, spec: _Spec) -> dict[str, Any]:
         state_dir = self._cfg.state_dir
         s = self._cfg.drill
         deadline = time.monotonic() + s.max_duration
@@ -249,7 +195,7 @@ class DrillRunner:
             return await self._refused(record, [f"drill lock: {exc}"], False)
         load = WriteLoad(self._id, s.write_load.rate, s.write_load.timeout, self._target)
         log.info(
-            f"drill {self._id} started: {kind}" + (" with failback" if failback else ""),
+            f"drill {self._id} started: {spec.kind}" + (" with failback" if spec.failback else ""),
             reason="DRILL_STARTED",
         )
         try:
@@ -259,7 +205,7 @@ class DrillRunner:
                     f"the write load got no acknowledgement within {WARMUP_TIMEOUT:g}s "
                     f"({len(load.failures)} failed attempts)"
                 )
-            await self._legs(record, a, kind, to_region, failback, load, deadline)
+            await self._legs(record, a, spec, load, deadline)
         except asyncio.CancelledError:
             record.update(result="aborted", reasons=["the drill was cancelled"])
             raise
@@ -272,7 +218,7 @@ class DrillRunner:
         finally:
             await load.stop()
             await asyncio.to_thread(release_drill, state_dir, self._id)
-            self._conclude(record, load)
+            conclude(record, load)
             path = await asyncio.to_thread(self.store.save, record)
             log.info(
                 f"drill {self._id} {record['result']}; record {path}",
@@ -281,49 +227,28 @@ class DrillRunner:
             )
         return record
 
-    def _conclude(self, record: dict[str, Any], load: WriteLoad) -> None:
-        record["finished_at"] = time.time()
-        record["load"] = {"rate": load.rate, "acked": len(load.acked), "errors": len(load.failures)}
-        for leg in record["legs"]:
-            start, end = leg["started_at"], leg["finished_at"]
-            if load.acked and start is not None and end is not None:
-                leg["write_unavailable_seconds"] = round(load.measure(start, end), 3)
-        if record["result"] is None:
-            reasons = list(record["reasons"])
-            for leg in record["legs"]:
-                reasons += [f"{leg['name']}: {r}" for r in leg["reasons"]]
-            ok = bool(record["legs"]) and all(leg["passed"] for leg in record["legs"])
-            record.update(result="passed" if ok and not reasons else "failed", reasons=reasons)
-
     async def _legs(
-        self,
-        record: dict[str, Any],
-        a: Assessment,
-        kind: str,
-        to_region: str | None,
-        failback: bool,
-        load: WriteLoad,
-        deadline: float,
+        self, record: dict[str, Any], a: Assessment, spec: _Spec, load: WriteLoad, deadline: float
     ) -> None:
         assert a.primary is not None
         origin, origin_region = a.primary, self._svc.infos[a.primary].region
-        if kind == "switchover":
-            leg, promoted = await self._switchover_leg(a, to_region, load)
+        if spec.kind == "switchover":
+            leg, promoted = await self._switchover_leg(a, spec.to_region, load)
         else:
-            leg, promoted = await self._failover_leg(a, to_region, load, deadline)
+            leg, promoted = await self._failover_leg(a, spec.to_region, load, deadline)
         record["legs"].append(leg)
         if not promoted:
-            if kind == "switchover" and leg["run_id"] is not None:
+            if spec.kind == "switchover" and leg["run_id"] is not None:
                 record["reasons"] += await self._restore_writes(origin, leg["to_node"])
             return
-        if kind == "failover":
+        if spec.kind == "failover":
             problem = await self._rejoin(origin, leg["to_node"])
             if problem:
                 record["reasons"].append(problem)
         a, settled = await self._settle(leg["to_node"], deadline)
         if not settled:
             record["reasons"].append(f"the cluster was not healthy after {leg['name']}")
-        if not failback:
+        if not spec.failback:
             return
         if time.monotonic() >= deadline:
             record["reasons"].append("max_duration reached before the failback")
@@ -374,7 +299,7 @@ class DrillRunner:
             node=old,
         )
         try:
-            await _run_command(argv, FAILURE_COMMAND_TIMEOUT)
+            await run_command(argv, FAILURE_COMMAND_TIMEOUT)
         except HeliosError as exc:
             return self._unplanned(a, to_region, started, f"failure command: {exc}"), False
         failed_at = _failure_moment(load, started, time.time())
@@ -453,7 +378,7 @@ class DrillRunner:
         passed, reasons = drillcheck.judge_leg(
             facts, self._cfg.objectives.rto, self._cfg.objectives.rpo
         )
-        leg = _leg(
+        leg = new_leg(
             plan.old_primary.name,
             plan.old_primary.region,
             plan.candidate.node,
@@ -486,7 +411,7 @@ class DrillRunner:
         log.error(f"drill {self._id}: leg failed: {reason}", reason="DRILL_LEG_FAILED")
         primary = a.primary or ""
         region = self._svc.infos[primary].region if primary in self._svc.infos else ""
-        leg = _leg(primary, region, None, to_region, started=started, finished=time.time())
+        leg = new_leg(primary, region, None, to_region, started=started, finished=time.time())
         leg["reasons"] = [reason]
         return leg
 
@@ -616,19 +541,16 @@ class DrillRunner:
             return None
         values = {"node": node, "region": self._svc.infos[node].region}
         try:
-            return [item.format_map(values) for item in template]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UsageError(
-                f"drill.failure_command {template}: cannot fill in {exc} (available: node, region)"
-            ) from None
+            return fill_argv(template, values)
+        except ValueError as exc:
+            raise UsageError(f"drill.failure_command {template}: {exc}") from None
 
-    def _preview(
-        self, a: Assessment, plan: FailoverPlan, kind: str, failback: bool
-    ) -> list[dict[str, Any]]:
+    def _preview(self, plan: FailoverPlan, spec: _Spec) -> list[dict[str, Any]]:
         """The legs a real run would go through, and :attr:`planned` beside them."""
+        kind = spec.kind
         old, cand = plan.old_primary, plan.candidate
-        first = _leg(old.name, old.region, cand.node, cand.region)
-        first["phases"] = [_planned(s.name, s.action) for s in plan.steps]
+        first = new_leg(old.name, old.region, cand.node, cand.region)
+        first["phases"] = [planned_phase(s.name, s.action) for s in plan.steps]
         legs = [first]
         o = self._cfg.objectives
         start = "the injected failure" if kind == "failover" else "the start of the leg"
@@ -651,10 +573,10 @@ class DrillRunner:
                 "measures": measures,
             }
         ]
-        if failback:
-            back = _leg(cand.node, cand.region, old.name, old.region)
+        if spec.failback:
+            back = new_leg(cand.node, cand.region, old.name, old.region)
             back["phases"] = [
-                _planned(s.name, s.action) for s in self._svc.runbooks["switchover"].steps
+                planned_phase(s.name, s.action) for s in self._svc.runbooks["switchover"].steps
             ]
             legs.append(back)
             self.planned.append(
@@ -669,79 +591,7 @@ class DrillRunner:
         return legs
 
 
-# --- record helpers ----------------------------------------------------------------------------
-
-
-def _new_record(
-    drill_id: str, kind: str, trigger: str, dry_run: bool, started: float, cfg: Config
-) -> dict[str, Any]:
-    return {
-        "id": drill_id,
-        "kind": kind,
-        "trigger": trigger,
-        "dry_run": dry_run,
-        "started_at": started,
-        "finished_at": None,
-        "result": None,
-        "reasons": [],
-        "objectives": {"rto_seconds": cfg.objectives.rto, "rpo_seconds": cfg.objectives.rpo},
-        "prechecks": [],
-        "load": {"rate": cfg.drill.write_load.rate, "acked": 0, "errors": 0},
-        "legs": [],
-    }
-
-
-def _leg(
-    from_node: str,
-    from_region: str,
-    to_node: str | None,
-    to_region: str | None,
-    *,
-    started: float | None = None,
-    finished: float | None = None,
-    run_id: str | None = None,
-    incident_id: str | None = None,
-    rto: float | None = None,
-    rpo: float | None = None,
-    lost: int | None = None,
-    acked: int | None = None,
-    phases: list[dict[str, Any]] | None = None,
-    dns: list[dict[str, Any]] | None = None,
-    smoke: list[dict[str, Any]] | None = None,
-    passed: bool | None = None,
-    reasons: list[str] | None = None,
-) -> dict[str, Any]:
-    return {
-        "name": f"{from_region} -> {to_region or '?'}",
-        "from_node": from_node,
-        "from_region": from_region,
-        "to_node": to_node,
-        "to_region": to_region,
-        "run_id": run_id,
-        "incident_id": incident_id,
-        "started_at": started,
-        "finished_at": finished,
-        "rto_seconds": rto,
-        "rpo_seconds": rpo,
-        "lost_commits": lost,
-        "acked_commits": acked,
-        "write_unavailable_seconds": None,
-        "phases": phases or [],
-        "dns": dns or [],
-        "smoke": smoke or [],
-        "passed": bool(passed) if passed is not None else (None if started is None else False),
-        "reasons": reasons or [],
-    }
-
-
-def _planned(name: str, action: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "action": action,
-        "status": "planned",
-        "started_at": None,
-        "finished_at": None,
-    }
+# --- helpers -----------------------------------------------------------------------------------
 
 
 def _failure_moment(load: WriteLoad, command_started: float, command_ended: float) -> float:
@@ -754,35 +604,3 @@ def _failure_moment(load: WriteLoad, command_started: float, command_ended: floa
 
 def _fmt(v: float | None) -> str:
     return "unknown" if v is None else f"{v:.2f}s"
-
-
-async def _run_command(argv: list[str], timeout: float) -> str:
-    """Run ``argv`` (no shell, own process group) within ``timeout``; its stdout. The whole
-    group is killed on timeout or cancellation. PermanentError when it cannot start or exits
-    non-zero (with the tail of its output)."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise PermanentError(f"could not start {argv[0]!r}: {exc}") from None
-    try:
-        async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
-    except BaseException as exc:  # timeout or cancellation: never leave it running
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await proc.communicate()
-        if isinstance(exc, TimeoutError):
-            raise PermanentError(f"{argv[0]} did not finish within {timeout:g}s (killed)") from None
-        raise
-    if proc.returncode != 0:
-        tail = (err or out).decode(errors="replace").strip()[-600:]
-        raise PermanentError(f"{argv[0]} exited with status {proc.returncode}: {tail}")
-    return out.decode(errors="replace")

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import dns.exception
 import httpx
 import psycopg
 import psycopg.errors
@@ -39,9 +37,9 @@ from psycopg.conninfo import make_conninfo
 
 from orchestrator.config import Config
 from orchestrator.config_bcp import HttpSmokeCheck, SqlSmokeCheck
-from orchestrator.dnsswitch import query_nameserver
+from orchestrator.dnsruntime import resolve_service
 from orchestrator.drillcheck import longest_gap, lost_seqs
-from orchestrator.errors import HeliosError, PermanentError, TransientError
+from orchestrator.errors import HeliosError, TransientError
 from probes.postgres import Connection, ConnectionSlot
 
 APPLICATION_NAME: Final = "helios-drill"
@@ -62,30 +60,6 @@ Target = Callable[[], Awaitable[tuple[str, str | None]]]
 
 
 # --- the way into the service ----------------------------------------------------------------
-
-
-async def resolve_service(cfg: Config) -> str:
-    """The address the service record (``failover.verify.record``, else the first owned record)
-    resolves to, asked of each configured name server in turn (the first answer wins); with no
-    name servers, the system resolver. TransientError when nobody answers."""
-    verify = cfg.failover.verify
-    name = (verify.record if verify else None) or (cfg.dns.records[0].name if cfg.dns else None)
-    if name is None:
-        raise PermanentError("no service record to resolve (dns.records)")
-    servers = cfg.dns.nameservers if cfg.dns else []
-    errors = []
-    for ns in servers:
-        try:
-            values = await query_nameserver(ns.address, ns.port, name, "A")
-        except (dns.exception.DNSException, OSError) as exc:
-            errors.append(f"{ns.address}:{ns.port}: {type(exc).__name__}: {exc}")
-            continue
-        if values:
-            return values[0]
-    if servers:
-        raise TransientError(f"cannot resolve {name}: {'; '.join(errors) or 'no answer'}")
-    infos = await asyncio.to_thread(socket.getaddrinfo, name.rstrip("."), None)
-    return str(infos[0][4][0])
 
 
 class ServiceTarget:

@@ -41,7 +41,6 @@ from typing import Any
 import structlog
 from structlog.contextvars import bound_contextvars
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.stop import stop_base
 
 from orchestrator.errors import (
     OperationError,
@@ -51,7 +50,7 @@ from orchestrator.errors import (
     TransientError,
 )
 from orchestrator.journal import Journal, RunRecord, dumps, to_jsonable
-from orchestrator.retrying import backoff, error_class, retry_after_hint
+from orchestrator.retrying import RetryAfterBeyond, backoff, error_class
 from orchestrator.runbook import (
     RESERVED_CONTEXT,
     Runbook,
@@ -114,17 +113,6 @@ class RunResult:
 def step_backoff(retry: StepRetry) -> Callable[[RetryCallState], float]:
     """Exponential backoff capped at ``max_delay``, never shorter than a Retry-After hint."""
     return backoff(retry.backoff, retry.max_delay)
-
-
-class _RetryAfterBeyond(stop_base):
-    """Stop when the provider asks us to wait longer than the step's ``max_delay`` allows."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        hint = retry_after_hint(retry_state)
-        return hint is not None and hint > self.limit
 
 
 def plan_fingerprint(runbook: Runbook, context: Mapping[str, Any]) -> str:
@@ -433,7 +421,7 @@ class Executor:
         attempts = 0
         raw: Mapping[str, Any] | None = None
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(step.retry.attempts) | _RetryAfterBeyond(step.retry.max_delay),
+            stop=stop_after_attempt(step.retry.attempts) | RetryAfterBeyond(step.retry.max_delay),
             wait=step_backoff(step.retry),
             retry=retry_if_exception_type(TransientError),
             sleep=self._sleep,

@@ -13,7 +13,8 @@ Guarantees:
   recorded (naming the most recent ids) and :class:`~orchestrator.errors.HeliosError` for a
   record it cannot read; it never returns a partial document.
 
-The document itself is built by :mod:`orchestrator.reportmodel` (pure).
+The documents themselves are built by :mod:`orchestrator.reportmodel` and
+:mod:`orchestrator.drillreport` (pure).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -34,10 +34,13 @@ from typing import Any, Final
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from orchestrator import reportmodel as rm
+from orchestrator.atomic import write_text
+from orchestrator.drillreport import build_drill_doc
 from orchestrator.errors import HeliosError, UsageError
 from orchestrator.incidents import Incident, IncidentStore
 from orchestrator.journal import Journal
+from orchestrator.reportmodel import build_incident_doc
+from orchestrator.reportparts import fmt_duration, fmt_offset, fmt_percent, fmt_time, num
 
 FORMATS: Final = ("md", "json", "html")
 _ID = re.compile(r"^(inc|drill)-[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -72,7 +75,7 @@ def list_sources(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 {
                     "id": path.stem,
                     "kind": kind,
-                    "when": rm.num(data.get(start)),
+                    "when": num(data.get(start)),
                     "result": str(data.get(result) or "-"),
                 }
             )
@@ -135,7 +138,7 @@ def build_incident_report(
     its run read from the journal in ``state_dir`` (none if the run is not there).
     ``objectives`` as in :func:`orchestrator.reportmodel.build_incident_doc`."""
     data = asdict(incident) if isinstance(incident, Incident) else dict(incident)
-    return rm.build_incident_doc(
+    return build_incident_doc(
         data,
         _run_records(state_dir, data.get("run_id")),
         objectives=objectives,
@@ -145,7 +148,7 @@ def build_incident_report(
 
 def build_drill_report(record: Mapping[str, Any], *, now: float | None = None) -> dict[str, Any]:
     """The report document of a drill record (as the drill runner stores it)."""
-    return rm.build_drill_doc(record, generated_at=time.time() if now is None else now)
+    return build_drill_doc(record, generated_at=time.time() if now is None else now)
 
 
 def _run_records(state_dir: str | os.PathLike[str], run_id: Any) -> list[dict[str, Any]]:
@@ -210,7 +213,7 @@ def timeline_chart(leg: Mapping[str, Any], objectives: Mapping[str, float]) -> d
                 "text_y": y + _ROW / 2 + 4,
                 "label_x": round(bx + w + 6 if right_side else bx - 6, 2),
                 "anchor": "start" if right_side else "end",
-                "label": f"{rm.fmt_duration(p['duration'])} at {rm.fmt_offset(p['start'])}",
+                "label": f"{fmt_duration(p['duration'])} at {fmt_offset(p['start'])}",
                 "phase": p,
                 "row": i,
             }
@@ -237,11 +240,11 @@ def timeline_chart(leg: Mapping[str, Any], objectives: Mapping[str, float]) -> d
             "y1": _TOP - 14,
             "y2": rows_bottom,
             "budget": rto_b,
-            "label": f"RTO budget {rm.fmt_duration(rto_b)}",
+            "label": f"RTO budget {fmt_duration(rto_b)}",
         },
         "rto_used": None
         if rto_used is None
-        else {"x": x(rto_used), "label": f"recovered after {rm.fmt_duration(rto_used)}"},
+        else {"x": x(rto_used), "label": f"recovered after {fmt_duration(rto_used)}"},
         "rpo": {
             "y": rpo_y + (_ROW - _BAR) / 2,
             "h": _BAR,
@@ -256,10 +259,10 @@ def timeline_chart(leg: Mapping[str, Any], objectives: Mapping[str, float]) -> d
             + (
                 "not measured"
                 if rpo_used is None
-                else f"{rm.fmt_duration(rpo_used)} ({rm.fmt_percent(leg['rpo']['percent'])} "
-                f"of the {rm.fmt_duration(rpo_b)} RPO)"
+                else f"{fmt_duration(rpo_used)} ({fmt_percent(leg['rpo']['percent'])} "
+                f"of the {fmt_duration(rpo_b)} RPO)"
             ),
-            "budget_label": f"RPO budget {rm.fmt_duration(rpo_b)}",
+            "budget_label": f"RPO budget {fmt_duration(rpo_b)}",
         },
     }
 
@@ -294,10 +297,10 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(
-        time=rm.fmt_time,
-        duration=rm.fmt_duration,
-        offset=rm.fmt_offset,
-        pct=rm.fmt_percent,
+        time=fmt_time,
+        duration=fmt_duration,
+        offset=fmt_offset,
+        pct=fmt_percent,
         md=_md,
         csp_hash=_csp_hash,
     )
@@ -315,28 +318,6 @@ def render(doc: Mapping[str, Any], fmt: str) -> str:
 
 
 # --- writing -------------------------------------------------------------------------------
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temporary file beside ``path``, fsync, rename, directory
-    fsync); creates the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 def write_reports(

@@ -1,7 +1,9 @@
-"""What the retry engines share: error classes and Retry-After-aware exponential backoff.
+"""What the retry engines share: error classes, Retry-After-aware exponential backoff and the
+stop condition for a Retry-After beyond the retry policy's longest delay.
 
-Used by the DNS switch (per provider) and the runbook executor (per step); both retry only
-:class:`~orchestrator.errors.TransientError` with tenacity.
+Used by the DNS switch (per provider), the runbook executor (per step) and the notification
+channels (per message); all retry only :class:`~orchestrator.errors.TransientError` with
+tenacity.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tenacity import RetryCallState
+from tenacity.stop import stop_base
 
 from orchestrator.errors import (
     OperationTimeout,
@@ -50,3 +53,15 @@ def backoff(initial: float, max_delay: float) -> Callable[[RetryCallState], floa
         return max(delay, hint) if hint else delay
 
     return wait
+
+
+class RetryAfterBeyond(stop_base):
+    """Stop retrying when the provider asks to wait longer than ``limit`` (the retry policy's
+    ``max_delay``): waiting that long would break the caller's time bound."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        hint = retry_after_hint(retry_state)
+        return hint is not None and hint > self.limit

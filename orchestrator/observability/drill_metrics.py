@@ -1,6 +1,6 @@
 """Prometheus metrics of DR drills (names are public interface).
 
-Fed from drill records (:mod:`orchestrator.drill`): :meth:`DrillMetrics.record` after a drill,
+Fed from drill records (:mod:`orchestrator.drillrecord`): :meth:`DrillMetrics.record` after a drill,
 :meth:`DrillMetrics.load` from ``<state_dir>/drills`` so that drills run by the CLI show in a
 daemon started later (and, called again, in a running one: each record is counted once).
 Dry runs are never counted.
@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from orchestrator.drill import RESULTS, DrillStore
+from orchestrator.drillrecord import RESULTS, DrillStore
 
 
 class DrillMetrics:

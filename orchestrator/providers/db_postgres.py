@@ -12,11 +12,8 @@ for the guarantees).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
 import re
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -26,6 +23,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from orchestrator.commands import fill_argv, run_command
 from orchestrator.errors import OperationError, OperationTimeout, PermanentError, TransientError
 from probes.base import ErrorClass, Role
 from probes.postgres import (
@@ -128,7 +126,6 @@ FENCE_COMMAND_TIMEOUT: Final = 60.0
 REJOIN_COMMAND_TIMEOUT: Final = 120.0
 SOFT_FENCE: Final = "read-only + sessions terminated (not a hard fence: configure fence_command)"
 _SLOT_NAME = re.compile(r"[a-z0-9_]{1,63}")
-_STDERR_TAIL: Final = 600
 _TIMELINE_SQL: Final = (
     "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
 )
@@ -531,55 +528,18 @@ class PostgresDriver:
             return PermanentError(text)
         return TransientError(text)
 
-    def _render(self, what: str, template: list[str], extra: Mapping[str, str]) -> list[str]:
-        values = {"node": self._node, **extra}
-        if self._region is not None:
-            values["region"] = self._region
-        try:
-            return [item.format_map(values) for item in template]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise PermanentError(
-                f"{self._node}: {what} {template}: cannot fill in {exc} (available: "
-                f"{', '.join(sorted(values))})"
-            ) from None
-
     async def _run_command(
         self, what: str, template: list[str], extra: Mapping[str, str], timeout: float
     ) -> str:
         """Run the rendered argv (no shell, own process group); return its stdout."""
-        argv = self._render(what, template, extra)
+        values = {"node": self._node, **extra}
+        if self._region is not None:
+            values["region"] = self._region
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise PermanentError(
-                f"{self._node}: {what} could not start {argv[0]!r}: {exc}"
-            ) from None
-        try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
-        except BaseException as exc:  # timeout or cancellation: never leave it running
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):  # a second cancellation still propagates
-                async with asyncio.timeout(5):
-                    await proc.communicate()
-            if isinstance(exc, TimeoutError):
-                raise OperationTimeout(
-                    f"{self._node}: {what} did not finish within {timeout:g}s (killed)"
-                ) from None
-            raise
-        if proc.returncode != 0:
-            tail = (err or out).decode(errors="replace").strip()[-_STDERR_TAIL:]
-            raise PermanentError(
-                f"{self._node}: {what} exited with status {proc.returncode}: {tail}"
-            )
-        return out.decode(errors="replace")
+            argv = fill_argv(template, values)
+        except ValueError as exc:
+            raise PermanentError(f"{self._node}: {what} {template}: {exc}") from None
+        return await run_command(argv, timeout, label=f"{self._node}: {what}")
 
 
 async def _one(conn: Connection, query: str, *params: Any) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ import httpx
 from orchestrator.config_bcp import DiscordChannel
 from orchestrator.providers.notify_http import (
     Delivered,
-    HttpSender,
+    HttpChannel,
     Notice,
     Sleep,
     clip,
@@ -40,31 +40,16 @@ def retry_after(resp: httpx.Response) -> float | None:
     return retry_after_header(resp)
 
 
-class DiscordNotifier:
+class DiscordNotifier(HttpChannel):
     """One Discord webhook. ``send`` and ``check`` post ``notice.text`` (cut to 2,000)."""
 
+    KIND = "discord"
+
     def __init__(self, cfg: DiscordChannel, *, sleep: Sleep = asyncio.sleep) -> None:
-        self._name = cfg.name
         self._url = cfg.webhook_url.get_secret_value()
-        self._http = HttpSender(
-            cfg.name, self.kind, cfg.timeout, cfg.retry, url_secrets(self._url), sleep=sleep
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        return "discord"
+        super().__init__(cfg, url_secrets(self._url), sleep=sleep)
 
     async def send(self, notice: Notice) -> Delivered:
         body = {"content": clip(notice.text, MAX_CONTENT), "allowed_mentions": {"parse": []}}
         await self._http.call("POST", self._url, json=body, ok={200, 204}, retry_after=retry_after)
         return Delivered("posted")
-
-    async def check(self, notice: Notice) -> Delivered:
-        return await self.send(notice)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

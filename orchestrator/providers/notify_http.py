@@ -1,5 +1,5 @@
-"""What the notification channels share: the message they carry, their contract, and one HTTP
-client with timeouts and retries.
+"""What the notification channels share: the message they carry, their contract, one HTTP
+client with timeouts and retries, and :class:`HttpChannel`, the base of every channel kind.
 
 Guarantees of :class:`HttpSender`:
 
@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.stop import stop_any, stop_base
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_any
 
 from orchestrator.config_bcp import NotifyRetry
 from orchestrator.errors import OperationTimeout, PermanentError, TransientError
-from orchestrator.retrying import backoff, retry_after_hint
+from orchestrator.retrying import RetryAfterBeyond, backoff
 
 Sleep = Callable[[float], Awaitable[None]]
 Describe = Callable[[httpx.Response], str]
@@ -168,17 +169,6 @@ def hide_url_paths_in_httpx_logs() -> None:
         logger.addFilter(_HideUrlPaths())
 
 
-class _HintTooLong(stop_base):
-    """Stop retrying when the provider asks to wait longer than ``max_delay``."""
-
-    def __init__(self, max_delay: float) -> None:
-        self._max_delay = max_delay
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        hint = retry_after_hint(retry_state)
-        return hint is not None and hint > self._max_delay
-
-
 # --- the sender ----------------------------------------------------------------------------------
 
 
@@ -234,7 +224,7 @@ class HttpSender:
         """One request with retries; the response when its status is in ``ok``."""
         max_delay = self._retry.max_delay
         retrying = AsyncRetrying(
-            stop=stop_any(stop_after_attempt(self._retry.attempts), _HintTooLong(max_delay)),
+            stop=stop_any(stop_after_attempt(self._retry.attempts), RetryAfterBeyond(max_delay)),
             wait=backoff(self._retry.initial_delay, max_delay),
             retry=retry_if_exception_type(TransientError),
             sleep=self._sleep,
@@ -288,3 +278,58 @@ class HttpSender:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+# --- the base of the channels --------------------------------------------------------------------
+
+
+class ChannelSettings(Protocol):
+    """What every channel's configuration has (:mod:`orchestrator.config_bcp`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def retry(self) -> NotifyRetry: ...
+
+
+class HttpChannel(ABC):
+    """A :class:`NotifyChannel` over one :class:`HttpSender`: the configured name, the kind
+    (:attr:`KIND`), ``aclose``, and a ``check`` that sends the notice like any other message
+    (kinds whose provider can be exercised without a public side effect override it).
+    ``secrets`` are masked in every error; ``headers`` go with every request."""
+
+    KIND: ClassVar[str]
+
+    def __init__(
+        self,
+        cfg: ChannelSettings,
+        secrets: Iterable[str],
+        *,
+        sleep: Sleep = asyncio.sleep,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._name = cfg.name
+        self._http = HttpSender(
+            cfg.name, self.KIND, cfg.timeout, cfg.retry, secrets, sleep=sleep, headers=headers
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        return self.KIND
+
+    @abstractmethod
+    async def send(self, notice: Notice) -> Delivered: ...
+
+    async def check(self, notice: Notice) -> Delivered:
+        return await self.send(notice)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

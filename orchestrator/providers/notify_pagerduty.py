@@ -17,31 +17,22 @@ from typing import Any, Final
 
 from orchestrator.config_bcp import PagerDutyChannel
 from orchestrator.errors import PermanentError
-from orchestrator.providers.notify_http import Delivered, HttpSender, Notice, Sleep, clip
+from orchestrator.providers.notify_http import Delivered, HttpChannel, Notice, Sleep, clip
 
 MAX_SUMMARY: Final = 1024
 CLIENT: Final = "helios-orchestrator"
 
 
-class PagerDutyNotifier:
+class PagerDutyNotifier(HttpChannel):
     """One Events API v2 integration. ``send`` maps ``notice.pagerduty_action``; ``check``
     triggers and resolves a test alert under ``notice.dedup_key``."""
 
+    KIND = "pagerduty"
+
     def __init__(self, cfg: PagerDutyChannel, *, sleep: Sleep = asyncio.sleep) -> None:
-        self._name = cfg.name
         self._url = cfg.url
         self._key = cfg.routing_key.get_secret_value()
-        self._http = HttpSender(
-            cfg.name, self.kind, cfg.timeout, cfg.retry, [self._key], sleep=sleep
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        return "pagerduty"
+        super().__init__(cfg, [self._key], sleep=sleep)
 
     def event_body(self, notice: Notice, action: str) -> dict[str, Any]:
         """The Events API v2 document for ``action`` (payload with ``trigger`` only)."""
@@ -95,6 +86,3 @@ class PagerDutyNotifier:
         key = await self._post(notice, "trigger")
         await self._post(notice, "resolve")
         return Delivered(f"test alert {key} triggered and resolved", external_id=key)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -17,7 +17,7 @@ from orchestrator.config_bcp import SlackChannel
 from orchestrator.providers.notify_http import (
     MAX_DETAIL,
     Delivered,
-    HttpSender,
+    HttpChannel,
     Notice,
     Sleep,
     clip,
@@ -31,24 +31,15 @@ def _describe(resp: httpx.Response) -> str:
     return clip(resp.text.strip(), MAX_DETAIL) or resp.reason_phrase
 
 
-class SlackNotifier:
+class SlackNotifier(HttpChannel):
     """One Slack webhook. ``send`` and ``check`` post ``notice.text``; not idempotent (a retry
     after a lost answer may post twice, which beats not posting)."""
 
+    KIND = "slack"
+
     def __init__(self, cfg: SlackChannel, *, sleep: Sleep = asyncio.sleep) -> None:
-        self._name = cfg.name
         self._url = cfg.webhook_url.get_secret_value()
-        self._http = HttpSender(
-            cfg.name, self.kind, cfg.timeout, cfg.retry, url_secrets(self._url), sleep=sleep
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        return "slack"
+        super().__init__(cfg, url_secrets(self._url), sleep=sleep)
 
     async def send(self, notice: Notice) -> Delivered:
         await self._http.call(
@@ -59,9 +50,3 @@ class SlackNotifier:
             describe=_describe,
         )
         return Delivered("posted")
-
-    async def check(self, notice: Notice) -> Delivered:
-        return await self.send(notice)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -21,35 +21,20 @@ from typing import Any
 
 from orchestrator.config_bcp import StatuspageChannel
 from orchestrator.errors import PermanentError
-from orchestrator.providers.notify_http import Delivered, HttpSender, Notice, Sleep
+from orchestrator.providers.notify_http import Delivered, HttpChannel, Notice, Sleep
 
 
-class StatuspageNotifier:
+class StatuspageNotifier(HttpChannel):
     """One status page. ``send`` creates the incident when ``notice.external_id`` is None and
     updates it otherwise; the id to keep is returned as ``Delivered.external_id``."""
 
+    KIND = "statuspage"
+
     def __init__(self, cfg: StatuspageChannel, *, sleep: Sleep = asyncio.sleep) -> None:
-        self._name = cfg.name
         self._page = f"{cfg.base_url.rstrip('/')}/pages/{cfg.page_id}"
         self._components = list(cfg.component_ids)
         key = cfg.api_key.get_secret_value()
-        self._http = HttpSender(
-            cfg.name,
-            self.kind,
-            cfg.timeout,
-            cfg.retry,
-            [key],
-            sleep=sleep,
-            headers={"Authorization": f"OAuth {key}"},
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        return "statuspage"
+        super().__init__(cfg, [key], sleep=sleep, headers={"Authorization": f"OAuth {key}"})
 
     def _incident(self, notice: Notice, create: bool) -> dict[str, Any]:
         doc: dict[str, Any] = {"status": notice.status, "body": notice.text}
@@ -83,6 +68,3 @@ class StatuspageNotifier:
         resp = await self._http.call("GET", self._page, ok={200})
         page = self._http.json_of(resp)
         return Delivered(f"page {page.get('name') or page.get('id') or '?'} readable")
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

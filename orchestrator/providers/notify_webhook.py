@@ -14,29 +14,26 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.config_bcp import WebhookChannel
-from orchestrator.providers.notify_http import Delivered, HttpSender, Notice, Sleep, url_secrets
+from orchestrator.providers.notify_http import (
+    Delivered,
+    HttpChannel,
+    Notice,
+    Sleep,
+    url_secrets,
+)
 
 
-class WebhookNotifier:
+class WebhookNotifier(HttpChannel):
     """One JSON webhook; ``check`` posts the test message like any other."""
 
+    KIND = "webhook"
+
     def __init__(self, cfg: WebhookChannel, *, sleep: Sleep = asyncio.sleep) -> None:
-        self._name = cfg.name
         self._url = cfg.url
         token = cfg.token.get_secret_value() if cfg.token is not None else None
         secrets = [*url_secrets(cfg.url), *([token] if token else [])]
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        self._http = HttpSender(
-            cfg.name, self.kind, cfg.timeout, cfg.retry, secrets, sleep=sleep, headers=headers
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def kind(self) -> str:
-        return "webhook"
+        super().__init__(cfg, secrets, sleep=sleep, headers=headers)
 
     @staticmethod
     def document(notice: Notice) -> dict[str, Any]:
@@ -56,9 +53,3 @@ class WebhookNotifier:
             "POST", self._url, json=self.document(notice), ok=range(200, 300)
         )
         return Delivered(f"accepted (HTTP {resp.status_code})")
-
-    async def check(self, notice: Notice) -> Delivered:
-        return await self.send(notice)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

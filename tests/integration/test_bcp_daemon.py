@@ -17,7 +17,7 @@ import yaml
 from daemon_helpers import daemon
 
 from orchestrator.config import Config, load_config
-from orchestrator.drill import DrillStore
+from orchestrator.drillrecord import DrillStore
 from orchestrator.incidents import Incident, IncidentStore
 from orchestrator.sandbox.standins.receiver import NotifyReceiver
 

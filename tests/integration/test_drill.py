@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from orchestrator import cli
 from orchestrator.config import Config, load_config
 from orchestrator.controls import active_drill
-from orchestrator.drill import DrillStore
+from orchestrator.drillrecord import DrillStore
 from orchestrator.incidents import IncidentStore
 from orchestrator.journal import Journal
 from orchestrator.observability.drill_metrics import DrillMetrics

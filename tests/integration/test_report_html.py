@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator import drillreport, reports
 from orchestrator import reportmodel as rm
-from orchestrator import reports
 
 pytestmark = pytest.mark.browser
 
@@ -295,7 +295,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path: Path, which: str) ->
     if which == "incident":
         doc = rm.build_incident_doc(incident(), journal_records(), generated_at=T0 + 60)
     else:
-        doc = rm.build_drill_doc(drill(), generated_at=T0 + 60)
+        doc = drillreport.build_drill_doc(drill(), generated_at=T0 + 60)
     paths = reports.write_reports(doc, tmp_path / "state")
     page = next(p for p in paths if p.suffix == ".html")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from test_decision import E, P, W, node
 
 from orchestrator.decision import Controls
-from orchestrator.drill import DrillStore, new_drill_id
 from orchestrator.drillcheck import (
     Check,
     LegFacts,
@@ -22,32 +22,12 @@ from orchestrator.drillcheck import (
     refused_reasons,
     rpo_seconds,
 )
-from orchestrator.model import Assessment, NodeHealth, NodeRef, RegionHealth, Verdict
+from orchestrator.drillrecord import DrillStore, new_drill_id
+from orchestrator.model import Assessment, NodeHealth, RegionHealth, Verdict
 from orchestrator.observability.drill_metrics import DrillMetrics
 from probes.base import Role
 
-P, W, E = NodeRef("us-east-1", "us-east"), NodeRef("us-west-1", "us-west"), NodeRef("eu-1", "eu")
 RPO = 60.0
-
-
-def node(
-    ref: NodeRef,
-    verdict: Verdict = Verdict.HEALTHY,
-    role: Role = Role.REPLICA,
-    lag: float | None = 0.0,
-    lag_bytes: int | None = 0,
-    failures: int = 0,
-    reason: str = "OK",
-) -> NodeHealth:
-    return NodeHealth(
-        node=ref,
-        verdict=verdict,
-        reason=reason,
-        consecutive_failures=failures,
-        role=role if failures == 0 else Role.UNKNOWN,
-        lag_seconds=lag,
-        lag_bytes=lag_bytes,
-    )
 
 
 def world(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,29 @@ from orchestrator.controls import load_controls, load_memory, save_memory
 from orchestrator.decision import Memory, State
 from orchestrator.errors import HeliosError
 from orchestrator.incidents import Incident, IncidentStore, new_id
+
+
+def write_config(tmp_path: Path, **sections: Any) -> Path:
+    """``tmp_path/c.yaml``: service ``svc``, one node in one region, state in
+    ``tmp_path/state``, plus ``sections`` (top-level config sections)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "service": "svc",
+                "state_dir": str(tmp_path / "state"),
+                **sections,
+                "regions": [
+                    {
+                        "name": "us-east",
+                        "priority": 1,
+                        "nodes": [{"name": "n1", "dsn": "host=127.0.0.1 port=5"}],
+                    }
+                ],
+            }
+        )
+    )
+    return cfg
 
 
 def test_incident_timeline_rto_and_atomic_save(tmp_path: Path) -> None:
@@ -61,22 +85,7 @@ def test_memory_round_trip_and_corruption(tmp_path: Path) -> None:
 def test_cli_pause_resume_ack_and_incidents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "service": "svc",
-                "state_dir": str(tmp_path / "state"),
-                "regions": [
-                    {
-                        "name": "us-east",
-                        "priority": 1,
-                        "nodes": [{"name": "n1", "dsn": "host=127.0.0.1 port=5"}],
-                    }
-                ],
-            }
-        )
-    )
+    cfg = write_config(tmp_path)
     assert main(["pause", "-c", str(cfg)]) == 0
     assert load_controls(tmp_path / "state").paused is True
     assert main(["resume", "-c", str(cfg)]) == 0
@@ -107,24 +116,7 @@ def test_daemon_refuses_to_start_with_a_broken_runbook(
     (books / "switchover.yaml").write_text(
         "name: switchover\nsteps:\n  - name: nope\n    action: teleport\n    timeout: 5s\n"
     )
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "service": "svc",
-                "state_dir": str(tmp_path / "state"),
-                "failover": {"runbooks_dir": str(books)},
-                "listen": {"port": 0},
-                "regions": [
-                    {
-                        "name": "us-east",
-                        "priority": 1,
-                        "nodes": [{"name": "n1", "dsn": "host=127.0.0.1 port=5"}],
-                    }
-                ],
-            }
-        )
-    )
+    cfg = write_config(tmp_path, failover={"runbooks_dir": str(books)}, listen={"port": 0})
     assert main(["run", "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "steps[0] (promote).timeout" in err

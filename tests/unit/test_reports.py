@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_incidents_controls import write_config
 
+from orchestrator import drillreport, reports
 from orchestrator import reportmodel as rm
-from orchestrator import reports
 from orchestrator.cli import main
 from orchestrator.errors import HeliosError, UsageError
 from orchestrator.journal import Journal
@@ -369,13 +370,13 @@ def test_partial_and_mistyped_records_do_not_raise() -> None:
     )
     assert doc["verdict"] == "open"
     assert doc["legs"][0]["phases"] == []
-    assert rm.build_drill_doc({"id": "drill-x"})["verdict"] == "running"
+    assert drillreport.build_drill_doc({"id": "drill-x"})["verdict"] == "running"
     with pytest.raises(TypeError):
         rm.build_incident_doc([])  # type: ignore[arg-type]
 
 
 def test_drill_document() -> None:
-    doc = rm.build_drill_doc(drill())
+    doc = drillreport.build_drill_doc(drill())
     assert doc["kind"] == "drill"
     assert doc["verdict"] == "failed"
     assert [leg["offset"] for leg in doc["legs"]] == [5.0, 30.0]
@@ -459,7 +460,7 @@ def test_sparse_records_render_in_every_format(record: dict[str, Any]) -> None:
     if record["id"].startswith("inc-"):
         doc = rm.build_incident_doc(record)
     else:
-        doc = rm.build_drill_doc(record)
+        doc = drillreport.build_drill_doc(record)
     for fmt in reports.FORMATS:
         assert doc["id"] in reports.render(doc, fmt)
     text = "\n".join(doc["lessons"]["observations"])
@@ -472,13 +473,13 @@ def test_sparse_records_render_in_every_format(record: dict[str, Any]) -> None:
 
 
 def test_json_round_trip() -> None:
-    for doc in (rm.build_incident_doc(incident(), records()), rm.build_drill_doc(drill())):
+    for doc in (rm.build_incident_doc(incident(), records()), drillreport.build_drill_doc(drill())):
         assert json.loads(reports.render(doc, "json")) == doc
 
 
 def test_unknown_format() -> None:
     with pytest.raises(UsageError, match="unknown report format"):
-        reports.render(rm.build_drill_doc(drill()), "pdf")
+        reports.render(drillreport.build_drill_doc(drill()), "pdf")
 
 
 def test_html_escapes_hostile_content() -> None:
@@ -497,7 +498,7 @@ def test_html_escapes_hostile_content() -> None:
 
 
 def test_html_is_standalone() -> None:
-    html = reports.render(rm.build_drill_doc(drill()), "html")
+    html = reports.render(drillreport.build_drill_doc(drill()), "html")
     for external in ("http://", "https://", "src=", "<link", "@import"):
         assert external not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert html.count('class="phase-bar') == 4
@@ -573,26 +574,6 @@ def test_write_reports_atomically(tmp_path: Path) -> None:
 
 
 # --- the command line ----------------------------------------------------------------------
-
-
-def write_config(tmp_path: Path) -> Path:
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(
-        json.dumps(
-            {
-                "service": "svc",
-                "state_dir": str(tmp_path / "state"),
-                "regions": [
-                    {
-                        "name": "us-east",
-                        "priority": 1,
-                        "nodes": [{"name": "n1", "dsn": "host=127.0.0.1 port=5"}],
-                    }
-                ],
-            }
-        )
-    )
-    return cfg
 
 
 def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
