@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from orchestrator import reports
 from orchestrator.autopilot import Autopilot
 from orchestrator.comms import Comms
 from orchestrator.config import Config, Node
@@ -24,6 +25,7 @@ from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher, reconcile_forever
 from orchestrator.drill import DrillRunner
 from orchestrator.drillsvc import DrillScheduler, RunDrill
+from orchestrator.errors import HeliosError
 from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
@@ -231,6 +233,11 @@ def _drill_runner(
         )
         record = await runner.run(cfg.drill.kind, cfg.drill.to, cfg.drill.failback, False)
         metrics.record(record)
+        objectives = {"rto_seconds": cfg.objectives.rto, "rpo_seconds": cfg.objectives.rpo}
+        try:
+            await asyncio.to_thread(reports.write_drill_reports, record, cfg.state_dir, objectives)
+        except (HeliosError, OSError) as exc:
+            log.error(f"drill report not written: {exc}", reason="REPORT_FAILED")
         if cfg.notifications.send_drills and cfg.notifications.channels:
             await notifier.drill_event(record, "drill_finished", time.time())
             await asyncio.to_thread(runner.store.save, record)

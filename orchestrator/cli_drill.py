@@ -121,17 +121,14 @@ async def _drill(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _write_reports(record: dict[str, Any], cfg: Config) -> list[Path]:
-    """The drill's report beside the record, when the reports module offers it (it is being
-    written: ``build_drill_report`` when present, else the report of the stored record)."""
-    try:
-        from orchestrator import reports
+    """The drill's report and its legs' incident reports (the drill's verdict stands without
+    them: a failure to write is a warning)."""
+    from orchestrator import reports
 
-        build = getattr(reports, "build_drill_report", None)
-        doc = build(record) if build else reports.load_source(cfg.state_dir, record["id"])
-        return list(reports.write_reports(doc, cfg.state_dir))
-    except (ImportError, AttributeError):
-        return []
-    except (HeliosError, OSError) as exc:  # the drill's verdict stands without its report
+    objectives = {"rto_seconds": cfg.objectives.rto, "rpo_seconds": cfg.objectives.rpo}
+    try:
+        return reports.write_drill_reports(record, cfg.state_dir, objectives)
+    except (HeliosError, OSError) as exc:
         sys.stderr.write(f"warning: the drill report could not be written: {exc}\n")
         return []
 

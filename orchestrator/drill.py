@@ -37,7 +37,7 @@ import psycopg
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import drillcheck
+from orchestrator import decision, drillcheck
 from orchestrator.commands import fill_argv, run_command
 from orchestrator.config import Config
 from orchestrator.controls import acquire_drill, load_controls, release_drill
@@ -313,7 +313,11 @@ class DrillRunner:
         )
         inc.event("first_failure", failed_at, f"drill {self._id}: {' '.join(argv)}")
         bound = max(30.0, 10 * self._cfg.probes.interval * self._cfg.probes.failure_threshold)
-        lost, confirmed = await self._until(lambda x: x.primary_loss_confirmed, bound, deadline)
+        # The same judgement as the daemon's decision engine: DOWN after the failure threshold
+        # AND confirmed by the replicas (one failed probe never fails over).
+        lost, confirmed = await self._until(
+            lambda x: decision.seen(x) is decision.Seen.PRIMARY_LOST, bound, deadline
+        )
         reason = None
         plan = None
         if not confirmed:

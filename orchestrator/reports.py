@@ -331,3 +331,22 @@ def write_reports(
     folder = Path(state_dir) / "reports"
     texts = {fmt: render(doc, fmt) for fmt in formats}  # every format renders before any write
     return [write_text(folder / f"{doc['id']}.{fmt}", text) for fmt, text in texts.items()]
+
+
+def write_drill_reports(
+    record: Mapping[str, Any],
+    state_dir: str | os.PathLike[str],
+    objectives: Mapping[str, float] | None = None,
+) -> list[Path]:
+    """The drill's report and the report of each leg's incident (the drill report links to
+    them); returns every path written."""
+    paths = write_reports(build_drill_report(record), state_dir)
+    store = IncidentStore(state_dir)
+    for leg in record.get("legs") or []:
+        inc_id = leg.get("incident_id")
+        if inc_id:
+            inc = store.load(str(inc_id))
+            paths += write_reports(
+                build_incident_report(inc, state_dir, objectives=objectives), state_dir
+            )
+    return paths

@@ -229,5 +229,10 @@ async def test_daemon_runs_a_scheduled_drill(fresh_sandbox: Any, tmp_path: Path)
         record["id"] in (r["json"] or {}).get("text", "") for r in receiver.recorded("slack")
     )
     assert receiver.statuspage_incidents(PAGE) == []
+    # Its report and its legs' incident reports were written by the daemon.
+    reports_dir = Path(cfg.state_dir) / "reports"
+    assert (reports_dir / f"{record['id']}.html").is_file()
+    for leg in record["legs"]:
+        assert (reports_dir / f"{leg['incident_id']}.md").is_file()
     # No incident was opened by the daemon for the drill's own switchovers.
     assert all(i.drill_id == record["id"] for i in IncidentStore(cfg.state_dir).all())

@@ -4,6 +4,7 @@ its own event loop). Every test gets a sandbox of its own: drills move the prima
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,23 @@ async def test_switchover_drill_with_failback_passes(fresh_sandbox: Any) -> None
         assert_leg_matches_journal(cfg, leg, first="stop_writes")
     assert record["legs"][0]["finished_at"] <= record["legs"][1]["started_at"]
     assert record["load"]["acked"] >= sum(leg["acked_commits"] for leg in record["legs"])
+
+    # The report the command wrote holds the same measured figures, phase by phase.
+    reports_dir = Path(cfg.state_dir) / "reports"
+    doc = json.loads((reports_dir / f"{record['id']}.json").read_text())
+    assert doc["verdict"] == "passed"
+    for leg, shown in zip(record["legs"], doc["legs"], strict=True):
+        assert shown["rto"]["used_seconds"] == leg["rto_seconds"]
+        assert shown["rpo"]["used_seconds"] == leg["rpo_seconds"]
+        assert shown["lost_commits"] == leg["lost_commits"] == 0
+        steps = journal_steps(cfg, leg["run_id"])
+        assert [p["name"] for p in shown["phases"]] == [s["name"] for s in steps]
+        for p, s in zip(shown["phases"], steps, strict=True):
+            journaled = s["finished_at"] - s["started_at"]
+            assert p["duration"] == pytest.approx(journaled, abs=0.001)
+        assert (reports_dir / f"{leg['incident_id']}.html").is_file()  # each leg's incident
+    html = (reports_dir / f"{record['id']}.html").read_text()
+    assert "<svg" in html and record["id"] in html
 
     # The primary is back in the original region, DNS follows it, the lock is gone.
     assert sql(sb, "us-east", "SELECT pg_is_in_recovery()") is False
