@@ -116,6 +116,7 @@ class Autopilot:
             holding=self.memory.state is decision.State.HOLD,
             busy=self.busy,
             acked_at=controls.acked_at,
+            dns_degraded=bool(self._svc.switcher is not None and self._svc.switcher.degraded),
         )
         if self._metrics is not None:
             self._metrics.record_decision(

@@ -79,10 +79,16 @@ class Comms:
         holding: bool,
         busy: bool,
         acked_at: float | None,
+        dns_degraded: bool = False,
     ) -> levels.Classification:
         """Classify this tick; track the open incident's level; queue what must be said."""
         facts = levels.facts_from(
-            a, snap, rpo=self.cfg.objectives.rpo, holding=holding, failover_running=busy
+            a,
+            snap,
+            rpo=self.cfg.objectives.rpo,
+            holding=holding,
+            failover_running=busy,
+            dns_degraded=dns_degraded,
         )
         if incident is not None and incident.is_open:
             elapsed = a.at - incident.opened_at

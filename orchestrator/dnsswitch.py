@@ -130,6 +130,8 @@ class DnsSwitcher:
         self._sleep = sleep
         self._clock = clock
         self.owned = [OwnedRecordSpec(r.name, r.type, r.ttl) for r in settings.records]
+        self.degraded: set[str] = set()
+        """Providers whose last call failed (the activation level counts them)."""
 
     @property
     def provider_names(self) -> list[str]:
@@ -192,6 +194,7 @@ class DnsSwitcher:
         except OperationError as exc:
             self._failed(provider, exc)
             return ProviderRead(provider=provider, error=str(exc))
+        self._ok(provider)
         return ProviderRead(provider=provider, records=records)
 
     async def read(self, owned: list[OwnedRecordSpec] | None = None) -> list[ProviderRead]:
@@ -240,10 +243,9 @@ class DnsSwitcher:
         except OperationError as exc:
             return self._failed_result(provider, exc, attempts, changed, started)
         now = self._clock()
-        if self._metrics is not None:
-            self._metrics.provider_ok(provider)
-            if changed:
-                self._metrics.changed(provider, now - started)
+        self._ok(provider)
+        if self._metrics is not None and changed:
+            self._metrics.changed(provider, now - started)
         return ProviderResult(
             provider=provider,
             ok=True,
@@ -273,7 +275,13 @@ class DnsSwitcher:
             error_class=error_class(exc),
         )
 
+    def _ok(self, provider: str) -> None:
+        self.degraded.discard(provider)
+        if self._metrics is not None:
+            self._metrics.provider_ok(provider)
+
     def _failed(self, provider: str, exc: BaseException) -> None:
+        self.degraded.add(provider)
         if self._metrics is not None:
             self._metrics.provider_failed(provider, error_class(exc))
 

@@ -252,6 +252,7 @@ async def test_route53_down_cloudflare_completes_then_reconciled(world: World, f
         assert report.result("cloudflare").live_after < 4
         assert sample(reg, "helios_dns_provider_up", provider="route53") == 0.0
         assert sample(reg, "helios_dns_provider_up", provider="cloudflare") == 1.0
+        assert sw.degraded == {"route53"}  # the activation level reads this (Level 1)
         errors = sum(
             sample(reg, "helios_dns_errors_total", provider="route53", error_class=c) or 0
             for c in ("transient", "timeout")
@@ -269,6 +270,7 @@ async def test_route53_down_cloudflare_completes_then_reconciled(world: World, f
         assert [(r.provider, r.ok) for r in results] == [("route53", True)]
         assert world.served()["route53"] == (WEST,)
         assert sample(reg, "helios_dns_provider_up", provider="route53") == 1.0
+        assert sw.degraded == set()
         # repaired: the gauge is cleared
         assert sample(reg, "helios_dns_drift", provider="route53", record=NAME) == 0.0
         assert await sw.reconcile(desired) == []  # nothing left to fix
