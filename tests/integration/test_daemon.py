@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -119,9 +120,13 @@ async def test_replica_lag_visible_in_seconds_under_write_load(sandbox: Any) -> 
                 stop_writes.set()
                 await writer
             assert written > 50
+            # Never below the delay; an upper bound exact to one interval, plus the ticks whose
+            # heartbeat write missed its (0.3 s) budget on a loaded machine: each adds one
+            # interval until the next heartbeat is replayed. The typical reading is exact.
             assert all(
-                lag is not None and delay - 0.1 <= lag <= delay + 2 * INTERVAL + 0.5 for lag in lags
+                lag is not None and delay - 0.1 <= lag <= delay + 4 * INTERVAL + 0.5 for lag in lags
             ), lags
+            assert statistics.median(lags) <= delay + INTERVAL + 0.5, lags
             assert all(x is not None and x <= 2 * INTERVAL for x in eu), eu
             assert rec.last.node("us-west-1").lag_bytes is not None
             assert a.node("us-west-1").verdict is Verdict.HEALTHY  # 3 s is well within RPO
