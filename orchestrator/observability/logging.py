@@ -12,9 +12,21 @@ from typing import TextIO
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment of writing (a redirected or replaced
+    stderr, as under a test runner, never leaves the handler writing to a closed file)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging to ``stream`` (stderr by default) as JSON lines."""
-    out = stream or sys.stderr
+    """Route structlog and stdlib logging to ``stream`` (the current stderr by default) as JSON
+    lines."""
+    out: TextIO | _CurrentStderr = stream if stream is not None else _CurrentStderr()
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
