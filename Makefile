@@ -35,8 +35,9 @@ sandbox-down: venv
 sandbox-status: venv
 	$(BIN)/orchestrator sandbox status
 
-# Tools the tests need besides Python packages (headless Chromium for the HTML report test):
-# installed through apt-get on Debian when run as root; otherwise the script explains.
+# Tools the tests need besides Python packages (headless Chromium for the HTML report test,
+# promtool for the Prometheus alert rules): installed through apt-get on Debian when run as root
+# (never leaving a Prometheus server running); otherwise the script explains.
 testtools:
 	@bash deploy/scripts/install-test-tools.sh
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Install the tools the test suite needs besides Python packages: Chromium, which renders the
-# HTML reports headless (tests/integration/test_report_html.py).
+# Install the tools the test suite needs besides Python packages:
+#   - Chromium, which renders the HTML reports headless (tests/integration/test_report_html.py);
+#   - promtool, which checks and unit-tests the Prometheus alert rules
+#     (deploy/prometheus/alerts.yml, tests/unit/test_deploy_monitoring.py). Debian ships it in
+#     the `prometheus` package; the Prometheus server that package contains is never started here.
 #
-# Idempotent: when Chromium is already installed (or $HELIOS_CHROMIUM names an executable) it
-# only says so and exits 0. Installing needs root on Debian/Ubuntu (apt-get, Debian's
-# `chromium` package); otherwise it prints what to run and exits 1.
+# Idempotent: when every tool is already installed (Chromium: or $HELIOS_CHROMIUM names an
+# executable; promtool: or $HELIOS_PROMTOOL names one) it only says so and exits 0. Installing
+# needs root on Debian/Ubuntu (apt-get, Debian's `chromium` and `prometheus` packages); otherwise
+# it prints what to run and exits 1.
 set -euo pipefail
 
 find_chromium() {
@@ -22,42 +26,97 @@ find_chromium() {
     return 1
 }
 
+find_promtool() {
+    if [ -n "${HELIOS_PROMTOOL:-}" ] && [ -x "$HELIOS_PROMTOOL" ]; then
+        echo "$HELIOS_PROMTOOL"
+        return 0
+    fi
+    command -v promtool 2>/dev/null
+}
+
+missing=()     # Debian packages to install
+missing_what=() # what they provide, for messages
 if found=$(find_chromium); then
-    echo "Chromium already present at $found; nothing to do."
+    echo "Chromium already present at $found."
+else
+    missing+=(chromium)
+    missing_what+=(Chromium)
+fi
+if found=$(find_promtool); then
+    echo "promtool already present at $found."
+else
+    missing+=(prometheus)
+    missing_what+=(promtool)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "Nothing to do."
     exit 0
 fi
 
 if [ ! -r /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "Chromium not found, and this is not a Debian/Ubuntu system." >&2
-    echo "Install Chromium with your package manager, or set HELIOS_CHROMIUM to its executable." >&2
+    echo "Not found: ${missing_what[*]}, and this is not a Debian/Ubuntu system." >&2
+    echo "Install Chromium (or set HELIOS_CHROMIUM to its executable) and Prometheus's promtool" >&2
+    echo "(or set HELIOS_PROMTOOL to it) with your package manager." >&2
     exit 1
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    cat >&2 <<'MSG'
-Chromium not found. The HTML report tests render pages in headless Chromium; installing it
-needs root. Run:
+    cat >&2 <<MSG
+Not found: ${missing_what[*]}. The HTML report tests render pages in headless Chromium and the
+alert rule tests run promtool (Debian package prometheus); installing them needs root. Run:
 
     sudo deploy/scripts/install-test-tools.sh
 
 or by hand:
 
     sudo apt-get update
-    sudo apt-get install -y --no-install-recommends chromium
+    sudo apt-get install -y --no-install-recommends ${missing[*]}
 
-Or set HELIOS_CHROMIUM to a Chromium executable that is already installed.
+By hand, the prometheus package starts a Prometheus server on port 9090: stop it afterwards
+(sudo systemctl disable --now prometheus); the script keeps it from starting. Or set
+HELIOS_CHROMIUM / HELIOS_PROMTOOL to executables that are already installed.
 MSG
     exit 1
 fi
 
-echo "Installing Chromium (Debian package chromium)..."
-apt-get update
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+# Keep the package's maintainer scripts from starting any daemon (the prometheus package would
+# start a Prometheus server): invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d, and
+# exit code 101 means "action forbidden". An existing policy is put back afterwards.
+POLICY=/usr/sbin/policy-rc.d
+policy_backup=""
+restore_policy() {
+    if [ -n "$policy_backup" ]; then
+        mv -f "$policy_backup" "$POLICY"
+    else
+        rm -f "$POLICY"
+    fi
+}
+if [ -e "$POLICY" ]; then
+    policy_backup=$(mktemp "${POLICY}.helios-backup.XXXXXX")
+    cp -p "$POLICY" "$policy_backup"
+fi
+trap restore_policy EXIT
+printf '#!/bin/sh\n# helios-orchestrator install-test-tools.sh: no daemon starts during the install.\nexit 101\n' >"$POLICY"
+chmod 0755 "$POLICY"
 
+echo "Installing ${missing_what[*]} (Debian packages ${missing[*]})..."
+apt-get update
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+
+status=0
 if found=$(find_chromium); then
     echo "Chromium installed at $found."
 else
     echo "The chromium package was installed, but no chromium executable is on PATH;" >&2
     echo "set HELIOS_CHROMIUM to it." >&2
-    exit 1
+    status=1
 fi
+if found=$(find_promtool); then
+    echo "promtool installed at $found."
+else
+    echo "The prometheus package was installed, but no promtool executable is on PATH;" >&2
+    echo "set HELIOS_PROMTOOL to it." >&2
+    status=1
+fi
+exit "$status"
