@@ -3,6 +3,10 @@
 Guarantees: one root :class:`asyncio.TaskGroup` owns every task; SIGTERM/SIGINT set a stop event,
 the loop finishes its in-flight tick (bounded by the probe timeout), the HTTP server stops, every
 probe and connection is closed, and :func:`run_daemon` returns. Nothing is left running.
+
+Under systemd (``Type=notify``, see ``deploy/systemd/``) the daemon sends READY=1 once the first
+tick has judged the world (exactly when ``/readyz`` turns 200), STATUS=<the tick's sentence>
+whenever it changes, WATCHDOG=1 while ticks keep completing, and STOPPING=1 on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -29,12 +33,13 @@ from orchestrator.errors import HeliosError
 from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
-from orchestrator.model import NodeRef, Snapshot, Topology
+from orchestrator.model import Assessment, NodeRef, Snapshot, Topology
 from orchestrator.notify import Notifier
 from orchestrator.observability.drill_metrics import DrillMetrics
 from orchestrator.observability.failover_metrics import FailoverMetrics
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.notify_metrics import NotifyMetrics
+from orchestrator.observability.sdnotify import SystemdNotifier, watchdog_pings
 from orchestrator.observability.server import HttpServer
 from orchestrator.observe import NodeProbes, Observer
 from orchestrator.providers.db_postgres import HeartbeatWriter
@@ -116,6 +121,18 @@ def _signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+def _reporting_to(systemd: SystemdNotifier, on_cycle: CycleHook | None) -> CycleHook:
+    """The tick hook: READY=1 after the first tick (when ``/readyz`` turns 200), then STATUS=
+    whenever the sentence changes; then the caller's own hook."""
+
+    def judged(snap: Snapshot, assessment: Assessment) -> None:
+        systemd.judged(assessment.sentence)
+        if on_cycle is not None:
+            on_cycle(snap, assessment)
+
+    return judged
+
+
 async def run_daemon(
     cfg: Config,
     *,
@@ -139,7 +156,7 @@ async def run_daemon(
     notifier = await Notifier.create(cfg, NotifyMetrics(registry))
     observer = build_observer(cfg)
     autopilot_metrics = FailoverMetrics(registry)
-    with _signals(stop):
+    with _signals(stop), contextlib.closing(SystemdNotifier.from_env()) as systemd:
         try:
             await server.start()
         except OSError as exc:
@@ -196,7 +213,7 @@ async def run_daemon(
                     settings=health_settings(cfg),
                     metrics=metrics,
                     heartbeat=heartbeat_factory(cfg) if cfg.probes.heartbeat else None,
-                    on_cycle=on_cycle,
+                    on_cycle=_reporting_to(systemd, on_cycle),
                     autopilot=autopilot,
                     mark_file=mark_path(cfg.state_dir),
                 )
@@ -209,7 +226,9 @@ async def run_daemon(
                         tg.create_task(
                             reconcile_forever(switcher, cfg, stop), name="dns-reconciler"
                         )
+                    tg.create_task(watchdog_pings(systemd, state.live, stop), name="sd-watchdog")
                     await stop.wait()
+                    systemd.stopping("stopping: finishing any failover in flight")
                     await autopilot.drain(SHUTDOWN_GRACE)
         finally:
             await server.stop()
