@@ -30,9 +30,8 @@ RUN groupadd --system --gid 10001 helios \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/helios-orchestrator \
  && install -d -m 0755 /etc/helios-orchestrator
 COPY --from=build /opt/helios-orchestrator/venv /opt/helios-orchestrator/venv
-# The failover runbooks are not package data: ship them beside the venv and point
-# failover.runbooks_dir at them (deploy/kubernetes/configmap.yaml does).
-COPY runbooks /opt/helios-orchestrator/runbooks
+# The runbooks ship with the package (<venv>/share/helios-orchestrator/runbooks, found by the
+# daemon); operators' own runbooks go in a mounted directory named by failover.runbooks_dir.
 USER 10001:10001
 WORKDIR /var/lib/helios-orchestrator
 VOLUME ["/var/lib/helios-orchestrator"]

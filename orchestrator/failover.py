@@ -9,6 +9,7 @@ found at start-up is resumed by :meth:`FailoverService.resume_unfinished`.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +40,17 @@ class IncidentNotifier(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-DEFAULT_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+def _default_runbooks() -> Path:
+    """The runbooks shipped with the project: ``runbooks/`` beside the package in a checkout
+    (or an editable install), else where an installed wheel put them
+    (``<prefix>/share/helios-orchestrator/runbooks``)."""
+    beside = Path(__file__).resolve().parent.parent / "runbooks"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "helios-orchestrator" / "runbooks"
+
+
+DEFAULT_RUNBOOKS = _default_runbooks()
 
 
 def decision_settings(cfg: Config) -> decision.Settings:
