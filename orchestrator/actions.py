@@ -30,7 +30,7 @@ from orchestrator.providers.db_postgres import PostgresDriver
 
 log = structlog.get_logger("helios.actions")
 REPLAY_POLL = 0.05
-OnEvent = Callable[[str, str], None]
+OnEvent = Callable[[str, str], Awaitable[None]]
 Notify = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
@@ -121,12 +121,12 @@ class Actions:
 
     async def fence(self, p: dict[str, Any]) -> Mapping[str, Any]:
         how = await self._driver(p["node"]).fence("failover")
-        self._event("fenced", f"{p['node']}: {how}")
+        await self._event("fenced", f"{p['node']}: {how}")
         return {"node": p["node"], "how": how}
 
     async def promote(self, p: dict[str, Any]) -> Mapping[str, Any]:
         timeline = await self._driver(p["node"]).promote()
-        self._event("promoted", f"{p['node']} on timeline {timeline}")
+        await self._event("promoted", f"{p['node']} on timeline {timeline}")
         return {"node": p["node"], "timeline": timeline}
 
     async def ensure_slots(self, p: dict[str, Any]) -> Mapping[str, Any]:
@@ -165,7 +165,7 @@ class Actions:
         providers = {r.provider: r.ok for r in report.results}
         if report.outcome is SwitchOutcome.FAILED:
             raise PermanentError(f"DNS switch failed: {providers}")
-        self._event("dns_switched", f"{target} ({report.outcome.value}: {providers})")
+        await self._event("dns_switched", f"{target} ({report.outcome.value}: {providers})")
         return {"outcome": report.outcome.value, "providers": providers, "target": target}
 
     async def verify_write(self, p: dict[str, Any]) -> Mapping[str, Any]:
@@ -195,7 +195,7 @@ class Actions:
                     )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise TransientError(f"write through the service name failed: {exc}") from None
-        self._event("first_verified_write", f"through {address}")
+        await self._event("first_verified_write", f"through {address}")
         return {"address": address}
 
     async def notify(self, p: dict[str, Any]) -> Mapping[str, Any]:
@@ -214,7 +214,7 @@ class Actions:
     async def stop_writes(self, p: dict[str, Any]) -> Mapping[str, Any]:
         driver = self._driver(p["node"])
         lsn = await driver.stop_writes()
-        self._event("writes_stopped", f"{p['node']} at LSN {lsn}")
+        await self._event("writes_stopped", f"{p['node']} at LSN {lsn}")
         return {"node": p["node"], "lsn": lsn}
 
     async def wait_replay(self, p: dict[str, Any]) -> Mapping[str, Any]:

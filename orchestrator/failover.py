@@ -222,9 +222,10 @@ class FailoverService:
         checksum: str | None,
         resume: Any = None,
     ) -> RunResult:
-        def on_event(name: str, detail: str) -> None:
+        async def on_event(name: str, detail: str) -> None:
+            """A timeline event, persisted before the step goes on (written off the loop)."""
             inc.event(name, _now(), detail)
-            self.incidents.save(inc)
+            await self.incidents.save_async(inc)
 
         async def notify(event: str) -> list[dict[str, Any]]:
             if self.notifier is None:
