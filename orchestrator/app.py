@@ -16,20 +16,23 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
-from orchestrator import reports
+from orchestrator.api.auth import Authenticator
+from orchestrator.api.control import ControlPlane
+from orchestrator.api.routes import ControlApi
 from orchestrator.autopilot import Autopilot
 from orchestrator.comms import Comms
 from orchestrator.config import Config, Node
 from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher, reconcile_forever
-from orchestrator.drill import DrillRunner
-from orchestrator.drillsvc import DrillScheduler, RunDrill
-from orchestrator.errors import HeliosError
+from orchestrator.dnsswitch import DnsSwitcher
+from orchestrator.drilldaemon import DaemonDrills
+from orchestrator.drillsvc import DrillScheduler
 from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
 from orchestrator.loop import CycleHook, DaemonState, Loop
@@ -133,6 +136,70 @@ def _reporting_to(systemd: SystemdNotifier, on_cycle: CycleHook | None) -> Cycle
     return judged
 
 
+def _started(
+    cfg: Config, topo: Topology, port: int, on_listening: Callable[[int], None] | None
+) -> None:
+    log.info(
+        f"helios-orchestrator watching {len(topo.nodes)} nodes in {len(topo.regions)} regions; "
+        f"metrics on http://{cfg.listen.address}:{port}/metrics",
+        reason="STARTED",
+        service=topo.service,
+        port=port,
+    )
+    if on_listening is not None:
+        on_listening(port)
+
+
+@dataclass
+class _Parts:
+    """The daemon's acting parts, wired to each other."""
+
+    service: FailoverService
+    comms: Comms
+    autopilot: Autopilot
+    drill_metrics: DrillMetrics
+    drills: DaemonDrills
+    scheduler: DrillScheduler
+    control: ControlPlane
+
+    @classmethod
+    def build(
+        cls,
+        cfg: Config,
+        registry: CollectorRegistry,
+        switcher: DnsSwitcher | None,
+        notifier: Notifier,
+        autopilot_metrics: FailoverMetrics,
+        state: DaemonState,
+    ) -> _Parts:
+        sends = notifier if cfg.notifications.channels else None
+        service = FailoverService(cfg, switcher, sends)
+        comms = Comms(
+            cfg, service.incidents, sends, monitoring_period=cfg.notifications.monitoring_period
+        )
+        autopilot = Autopilot(service, autopilot_metrics, comms)
+        drill_metrics = DrillMetrics(registry)
+        drills = DaemonDrills(cfg, service, autopilot, notifier, drill_metrics)
+        scheduler = DrillScheduler(
+            cfg,
+            drills.run,
+            incident_open=lambda: autopilot.incident is not None,
+            busy=lambda: autopilot.busy or drills.busy,
+        )
+        control = ControlPlane(cfg, state, service, autopilot, drills)
+        return cls(service, comms, autopilot, drill_metrics, drills, scheduler, control)
+
+    def status_fields(self) -> dict[str, Any]:
+        """The status document's ``bcp`` and ``drills`` sections."""
+        return {
+            "bcp": self.comms.status_fields(self.autopilot.incident, time.time()),
+            "drills": {
+                **self.scheduler.status_fields(),
+                "last": self.drill_metrics.last_summary(),
+            },
+        }
+
+
 async def run_daemon(
     cfg: Config,
     *,
@@ -151,7 +218,8 @@ async def run_daemon(
         priorities={r.name: r.priority for r in cfg.regions},
         interval=cfg.probes.interval,
     )
-    server = HttpServer(state, registry, cfg.listen.address, cfg.listen.port)
+    api = ControlApi(Authenticator(cfg.api), tuple(r.name for r in cfg.ordered_regions()))
+    server = HttpServer(state, registry, cfg.listen.address, cfg.listen.port, api)
     # Broken operator templates are refused (ConfigError) before anything starts.
     notifier = await Notifier.create(cfg, NotifyMetrics(registry))
     observer = build_observer(cfg)
@@ -167,15 +235,7 @@ async def run_daemon(
                 f"cannot listen on {cfg.listen.address}:{cfg.listen.port}: {exc.strerror}",
             ) from None
         assert server.port is not None
-        log.info(
-            f"helios-orchestrator watching {len(topo.nodes)} nodes in {len(topo.regions)} regions; "
-            f"metrics on http://{cfg.listen.address}:{server.port}/metrics",
-            reason="STARTED",
-            service=topo.service,
-            port=server.port,
-        )
-        if on_listening is not None:
-            on_listening(server.port)
+        _started(cfg, topo, server.port, on_listening)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 switcher = (
@@ -183,30 +243,12 @@ async def run_daemon(
                     if cfg.dns is not None
                     else None
                 )
-                service = FailoverService(
-                    cfg, switcher, notifier if cfg.notifications.channels else None
-                )
-                stack.push_async_callback(service.aclose)
+                parts = _Parts.build(cfg, registry, switcher, notifier, autopilot_metrics, state)
+                stack.push_async_callback(parts.service.aclose)
                 stack.push_async_callback(notifier.aclose)
-                comms = Comms(
-                    cfg,
-                    service.incidents,
-                    notifier if cfg.notifications.channels else None,
-                    monitoring_period=cfg.notifications.monitoring_period,
-                )
-                autopilot = Autopilot(service, autopilot_metrics, comms)
-                drills = DrillMetrics(registry)
-                await asyncio.to_thread(drills.load, cfg.state_dir)
-                scheduler = DrillScheduler(
-                    cfg,
-                    _drill_runner(cfg, service, autopilot, notifier, drills),
-                    incident_open=lambda: autopilot.incident is not None,
-                    busy=lambda: autopilot.busy,
-                )
-                state.extras = lambda: {
-                    "bcp": comms.status_fields(autopilot.incident, time.time()),
-                    "drills": {**scheduler.status_fields(), "last": drills.last_summary()},
-                }
+                await asyncio.to_thread(parts.drill_metrics.load, cfg.state_dir)
+                autopilot, comms, scheduler = parts.autopilot, parts.comms, parts.scheduler
+                state.extras = parts.status_fields
                 loop = Loop(
                     state=state,
                     observer=observer,
@@ -219,6 +261,8 @@ async def run_daemon(
                 )
                 async with asyncio.TaskGroup() as tg:
                     await autopilot.start(tg)
+                    parts.control.start(tg)
+                    api.bind(parts.control)
                     tg.create_task(loop.run(stop), name="tick-loop")
                     tg.create_task(comms.run(stop), name="notifications")
                     tg.create_task(scheduler.run(stop), name="drill-scheduler")
@@ -228,41 +272,12 @@ async def run_daemon(
                         )
                     tg.create_task(watchdog_pings(systemd, state.live, stop), name="sd-watchdog")
                     await stop.wait()
+                    api.bind(None)  # no new run or drill from the API while stopping
                     systemd.stopping("stopping: finishing any failover in flight")
                     await autopilot.drain(SHUTDOWN_GRACE)
         finally:
             await server.stop()
             log.info("helios-orchestrator stopped", reason="STOPPED")
-
-
-def _drill_runner(
-    cfg: Config,
-    service: FailoverService,
-    autopilot: Autopilot,
-    notifier: Notifier,
-    metrics: DrillMetrics,
-) -> RunDrill:
-    """The scheduled drill: the configured kind, target and failback, judged on the daemon's
-    own ticks."""
-
-    async def run() -> dict[str, Any]:
-        timeout = max(10.0, cfg.probes.interval * 10)
-        runner = DrillRunner(
-            cfg, service, lambda: autopilot.next_assessment(timeout), trigger="scheduled"
-        )
-        record = await runner.run(cfg.drill.kind, cfg.drill.to, cfg.drill.failback, False)
-        metrics.record(record)
-        objectives = {"rto_seconds": cfg.objectives.rto, "rpo_seconds": cfg.objectives.rpo}
-        try:
-            await asyncio.to_thread(reports.write_drill_reports, record, cfg.state_dir, objectives)
-        except (HeliosError, OSError) as exc:
-            log.error(f"drill report not written: {exc}", reason="REPORT_FAILED")
-        if cfg.notifications.send_drills and cfg.notifications.channels:
-            await notifier.drill_event(record, "drill_finished", time.time())
-            await asyncio.to_thread(runner.store.save, record)
-        return record
-
-    return run
 
 
 async def probe_once(cfg: Config) -> tuple[Topology, Snapshot]:

@@ -10,6 +10,7 @@ failover ends; the decision memory is persisted so a restart keeps the cooldown.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -17,11 +18,12 @@ import structlog
 from orchestrator import decision
 from orchestrator.comms import Comms
 from orchestrator.controls import load_controls, load_memory, save_memory
-from orchestrator.errors import HeliosError
+from orchestrator.errors import Busy, HeliosError
 from orchestrator.failover import FailoverService, decision_settings
 from orchestrator.incidents import Incident, new_id
 from orchestrator.model import Assessment, Snapshot
 from orchestrator.observability.failover_metrics import FailoverMetrics
+from orchestrator.planning import FailoverPlan
 
 log = structlog.get_logger("helios.autopilot")
 
@@ -195,6 +197,53 @@ class Autopilot:
             self.memory = decision.failover_finished(self.memory, ok, a.at)
             await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
             if ok:
+                self.incident = None
+
+    def start_operator_run(self, plan: FailoverPlan, requested_by: str) -> Incident:
+        """Run an operator's plan (from the control API) as the daemon's one run in flight.
+
+        Raises :class:`Busy` (nothing started) while a failover, switchover or drill holds the
+        topology. A failover adopts the incident the daemon already has open for the lost
+        primary; otherwise a new incident records the run. Returns the incident at once; the
+        run goes on in a task of the daemon's TaskGroup (a client that disconnects does not
+        stop it).
+        """
+        if self._tg is None:
+            raise Busy("the daemon is still starting; try again in a moment")
+        if self.busy:
+            raise Busy("a failover or switchover is already running")
+        if self.drill is not None:
+            raise Busy(f"drill {self.drill} holds the topology")
+        now = time.time()
+        adopted = self.incident if plan.kind == "failover" and self.incident is not None else None
+        inc = adopted or Incident(
+            id=new_id(now),
+            opened_at=now,
+            primary=plan.old_primary.name,
+            region=plan.old_primary.region,
+            kind=plan.kind,
+        )
+        inc.notes.append(f"{plan.kind} requested by {requested_by} through the control API")
+        self._task = self._tg.create_task(
+            self._operator_run(plan, inc, adopted is not None), name=f"operator-{plan.kind}"
+        )
+        return inc
+
+    async def _operator_run(self, plan: FailoverPlan, inc: Incident, adopted: bool) -> None:
+        ok = False
+        try:
+            _, inc = await self._svc.execute(plan, inc)
+            ok = inc.status == "failed_over"
+            if adopted:
+                self.comms.closed(inc)
+            if self._metrics is not None and plan.kind == "failover":
+                self._metrics.failover_done("manual", inc, ok)
+        except HeliosError as exc:
+            log.error(f"operator {plan.kind} failed: {exc}", reason="FAILOVER_FAILED")
+            inc.notes.append(f"{plan.kind} failed: {exc}")
+            await self._svc.incidents.save_async(inc)
+        finally:
+            if adopted and not inc.is_open:
                 self.incident = None
 
     async def _resume(self) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from orchestrator.apiclient import add_daemon_arguments, client_for
 from orchestrator.cli_failover import open_switcher_or_none
 from orchestrator.config import Config, load_config
 from orchestrator.drill import DrillRunner
@@ -84,7 +85,47 @@ def cmd_drill(args: argparse.Namespace) -> int:
     from orchestrator.cli import config_path
 
     cfg = load_config(config_path(args))
+    if args.daemon is not None:
+        return _drill_via_daemon(cfg, args)
     return asyncio.run(_drill(cfg, args))
+
+
+def _drill_via_daemon(cfg: Config, args: argparse.Namespace) -> int:
+    """The drill run (or planned) by the running daemon, judged on its own ticks."""
+    body = {
+        "execute": not args.dry_run,
+        "kind": args.kind,
+        "to": args.to,
+        "failback": args.failback,
+    }
+    with client_for(cfg, args) as client:
+        doc = client.post("/v1/drill", body)
+        if args.dry_run:
+            record, planned = doc["drill"], doc["planned"]
+        else:
+            if args.output != "json":
+                _print(f"drill {doc['drill']} accepted by the daemon at {client.base}")
+            patience = cfg.drill.max_duration + 60.0
+            record = client.wait(
+                str(doc["links"]["drill"]), lambda d: d.get("result") != "running", patience
+            )
+            planned = []
+    if args.output == "json":
+        out = dict(record)
+        if args.dry_run:
+            out["planned"] = planned
+        _print(json.dumps(out, indent=2, default=str))
+    elif "legs" in record:
+        _print(render(record, planned))
+    else:
+        _print(f"drill {record['id']}: {record['result']} ({record.get('reason', '')})")
+    return _exit_status(str(record["result"]))
+
+
+def _exit_status(result: str) -> int:
+    if result == "refused":
+        return 4
+    return 0 if result in ("passed", "planned") else 1
 
 
 async def _drill(cfg: Config, args: argparse.Namespace) -> int:
@@ -114,10 +155,7 @@ async def _drill(cfg: Config, args: argparse.Namespace) -> int:
             _print(f"record: {runner.store.path(record['id'])}")
         for p in reports:
             _print(f"report: {p}")
-    result = record["result"]
-    if result == "refused":
-        return 4
-    return 0 if result in ("passed", "planned") else 1
+    return _exit_status(str(record["result"]))
 
 
 def _write_reports(record: dict[str, Any], cfg: Config) -> list[Path]:
@@ -239,4 +277,5 @@ def add_parsers(sub: Any) -> None:
         "--kind", choices=["switchover", "failover"], help="default: drill.kind (switchover)"
     )
     p.add_argument("--output", "-o", choices=["text", "json"], default="text")
+    add_daemon_arguments(p)
     p.set_defaults(func=cmd_drill)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from orchestrator import health
+from orchestrator.apiclient import add_daemon_arguments, client_for
 from orchestrator.config import Config, load_config
 from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher
@@ -51,17 +52,18 @@ async def _assess(cfg: Config) -> Assessment:
     return a
 
 
-def render_plan(plan: FailoverPlan) -> str:
-    d = plan.to_dict()
+def render_plan(plan: FailoverPlan | dict[str, Any]) -> str:
+    """The plan as the operator reviews it (from the plan or its ``to_dict`` document)."""
+    d = plan.to_dict() if isinstance(plan, FailoverPlan) else plan
     old, loss = d["old_primary"], d["expected_data_loss"]
     lines = [
-        f"{plan.kind.upper()} plan {d['checksum']} (trigger {plan.trigger})",
+        f"{d['kind'].upper()} plan {d['checksum']} (trigger {d['trigger']})",
         f"old primary: {old['node']} ({old['region']}), "
         + ("reachable" if old["reachable"] else "unreachable"),
-        f"candidate:   {plan.why}",
+        f"candidate:   {d['why']}",
         f"expected data loss: {_v(loss['seconds'], 's')}, {_v(loss['bytes'], ' bytes')} "
-        f"(RPO {plan.rpo:g}s)",
-        f"fence: {plan.fence}",
+        f"(RPO {d['budget']['rpo_seconds']:g}s)",
+        f"fence: {d['fence']}",
         "DNS:",
     ]
     if not d["dns"]:
@@ -86,8 +88,9 @@ def render_plan(plan: FailoverPlan) -> str:
         f"time budget: worst case {b['worst_case_seconds']:g}s vs RTO "
         f"{b['rto_seconds']:g}s ({verdict})"
     )
-    if plan.accept_data_loss or plan.force:
-        lines.append(f"overrides: accept_data_loss={plan.accept_data_loss} force={plan.force}")
+    o = d["overrides"]
+    if o["accept_data_loss"] or o["force"]:
+        lines.append(f"overrides: accept_data_loss={o['accept_data_loss']} force={o['force']}")
     return "\n".join(lines)
 
 
@@ -96,11 +99,51 @@ def _v(value: object, unit: str) -> str:
 
 
 def cmd_failover(args: argparse.Namespace) -> int:
+    if args.daemon is not None:
+        return _via_daemon(_config(args), args, "failover")
     return asyncio.run(_run(_config(args), args, "failover"))
 
 
 def cmd_switchover(args: argparse.Namespace) -> int:
+    if args.daemon is not None:
+        return _via_daemon(_config(args), args, "switchover")
     return asyncio.run(_run(_config(args), args, "switchover"))
+
+
+def _via_daemon(cfg: Config, args: argparse.Namespace, kind: str) -> int:
+    """The same command, carried out by the running daemon (its latest tick plans it)."""
+    body: dict[str, Any] = {"execute": not args.dry_run, "to": args.to, "force": args.force}
+    if args.checksum:
+        body["checksum"] = args.checksum
+    if kind == "failover":
+        body["accept_data_loss"] = args.accept_data_loss
+    with client_for(cfg, args) as client:
+        doc = client.post(f"/v1/{kind}", body)
+        plan = doc["plan"]
+        if args.dry_run:
+            if args.output == "json":
+                _print(json.dumps({"dry_run": True, "plan": plan}, indent=2))
+            else:
+                _print(render_plan(plan))
+                _print(f"dry run (planned by the daemon at {client.base}): nothing was changed")
+            return 0
+        if args.output != "json":
+            _print(render_plan(plan))
+            _print(f"accepted by the daemon at {client.base}: incident {doc['incident']}")
+        patience = float(plan["budget"]["worst_case_seconds"]) + 60.0
+        inc = client.wait(
+            str(doc["links"]["incident"]), lambda d: d.get("closed_at") is not None, patience
+        )
+    if args.output == "json":
+        _print(json.dumps({"incident": inc}, indent=2))
+    else:
+        _print(f"incident {inc['id']}: {inc['status']}")
+        for e in inc["timeline"]:
+            _print(f"  +{e['at'] - inc['opened_at']:7.2f}s  {e['event']:<22} {e.get('detail', '')}")
+        for n in inc["notes"]:
+            _print(f"  note: {n}")
+        _print(f"RTO {_v(inc['rto_seconds'], 's')}, RPO {_v(inc['rpo_seconds'], 's')}")
+    return 0 if inc["status"] == "failed_over" else 1
 
 
 async def _run(cfg: Config, args: argparse.Namespace, kind: str) -> int:
@@ -228,6 +271,7 @@ def add_parsers(sub: Any) -> None:
                 help="promote a candidate beyond the RPO (recorded)",
             )
         p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+        add_daemon_arguments(p)
         p.set_defaults(func=func)
     rb = sub.add_parser("runbook", help="validate or show runbooks")
     rb.add_argument("action", choices=["validate", "show"])

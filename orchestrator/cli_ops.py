@@ -14,7 +14,8 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.config import load_config
+from orchestrator.apiclient import add_daemon_arguments, client_for
+from orchestrator.config import Config, load_config
 from orchestrator.controls import load_controls, load_memory, save_controls
 from orchestrator.incidents import Incident, IncidentStore
 
@@ -29,50 +30,72 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _state_dir(args: argparse.Namespace) -> str:
+def _config(args: argparse.Namespace) -> Config:
     from orchestrator.cli import config_path
 
-    return load_config(config_path(args)).state_dir
+    return load_config(config_path(args))
+
+
+def _state_dir(args: argparse.Namespace) -> str:
+    return _config(args).state_dir
+
+
+def _control(args: argparse.Namespace, action: str) -> int:
+    """pause / resume / ack: in the state dir, or through the daemon's API (``--daemon``)."""
+    cfg = _config(args)
+    if args.daemon is not None:
+        body = {"execute": not args.dry_run, "reason": args.reason}
+        with client_for(cfg, args) as client:
+            doc = client.post(f"/v1/{action}", body)
+        _print(("would " if doc["dry_run"] else "") + f"{action}: {doc['effect']}")
+        if doc["dry_run"]:
+            _print(f"dry run (the daemon at {client.base}): nothing was changed")
+        return 0
+    d = cfg.state_dir
+    before = load_controls(d)
+    if action == "pause":
+        after = replace(before, paused=True)
+        text = (
+            "paused: the daemon keeps observing but takes no automatic action (orchestrator resume)"
+        )
+    elif action == "resume":
+        after = replace(before, paused=False)
+        text = "resumed: automatic actions are enabled again"
+    else:
+        now = time.time()
+        after = replace(before, acked_at=now)
+        mem = load_memory(d)
+        last = _iso(mem.last_failover_at) if mem.last_failover_at else "none"
+        text = (
+            f"acknowledged at {_iso(now)}: the cooldown of the last automatic failover "
+            f"(started {last}) no longer blocks an automatic failover"
+        )
+    if args.dry_run:
+        _print(
+            f"dry run: would write paused={after.paused} acked_at={_iso(after.acked_at)} "
+            f"(now paused={before.paused}); nothing was changed"
+        )
+        return 0
+    save_controls(d, after)
+    _print(text)
+    return 0
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    d = _state_dir(args)
-    save_controls(d, replace(load_controls(d), paused=True))
-    _print("paused: the daemon keeps observing but takes no automatic action (orchestrator resume)")
-    return 0
+    return _control(args, "pause")
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    d = _state_dir(args)
-    save_controls(d, replace(load_controls(d), paused=False))
-    _print("resumed: automatic actions are enabled again")
-    return 0
+    return _control(args, "resume")
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    d = _state_dir(args)
-    now = time.time()
-    save_controls(d, replace(load_controls(d), acked_at=now))
-    mem = load_memory(d)
-    last = _iso(mem.last_failover_at) if mem.last_failover_at else "none"
-    _print(
-        f"acknowledged at {_iso(now)}: the cooldown of the last automatic failover "
-        f"(started {last}) no longer blocks an automatic failover"
-    )
-    return 0
+    return _control(args, "ack")
 
 
 def _summary(inc: Incident) -> dict[str, Any]:
-    return {
-        "id": inc.id,
-        "status": inc.status,
-        "opened": _iso(inc.opened_at),
-        "primary": inc.primary,
-        "new_primary": inc.new_primary,
-        "rto_seconds": inc.rto_seconds,
-        "rpo_seconds": inc.rpo_seconds,
-        "rpo_bytes": inc.rpo_bytes,
-    }
+    doc = inc.summary()
+    return {"opened": _iso(inc.opened_at), **doc}
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -122,6 +145,9 @@ def add_parsers(sub: Any) -> None:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", "-c", help="config file (default: $HELIOS_CONFIG)")
+        p.add_argument("--dry-run", action="store_true", help="show the change, make none")
+        p.add_argument("--reason", help="why (recorded by the daemon's audit log with --daemon)")
+        add_daemon_arguments(p)
         p.set_defaults(func=func)
     inc = sub.add_parser("incidents", help="list incidents, or show one with its timeline")
     inc.add_argument("id", nargs="?", help="incident id")

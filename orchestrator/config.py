@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.config_api import ApiSettings
 from orchestrator.config_bcp import DrillSettings, Levels, NotificationSettings
 from orchestrator.config_types import (
     Duration,
@@ -434,6 +435,7 @@ class Config(_Strict):
         NotificationSettings(), description="Notification channels, audiences, templates."
     )
     drill: DrillSettings = Field(DrillSettings(), description="The monthly DR drill.")
+    api: ApiSettings = Field(ApiSettings(), description="The control API's bearer tokens.")
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -111,6 +111,7 @@ class DrillRunner:
         to_region: str | None = None,
         failback: bool | None = None,
         dry_run: bool = False,
+        drill_id: str | None = None,
     ) -> dict[str, Any]:
         """Run (or plan) a drill; returns its record (``None`` arguments: ``cfg.drill``).
 
@@ -124,7 +125,7 @@ class DrillRunner:
             raise UsageError(f"unknown drill kind {kind!r} (switchover or failover)")
         spec = _Spec(kind, to_region or s.to, s.failback if failback is None else failback)
         started = time.time()
-        self._id = new_drill_id(started)
+        self._id = drill_id or new_drill_id(started)
         self._lost_seen, self.planned = set(), []
         record = new_record(self._id, kind, self._trigger, dry_run, started, self._cfg)
         with bound_contextvars(drill=self._id):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -26,9 +27,12 @@ from typing import Any, Final
 from orchestrator.atomic import write_json
 from orchestrator.config import Config
 from orchestrator.drillload import WriteLoad
-from orchestrator.errors import HeliosError
+from orchestrator.errors import HeliosError, NotFound, UsageError
 
 RESULTS: Final = ("passed", "failed", "aborted", "refused")
+
+
+DRILL_ID_PATTERN = re.compile(r"drill-[A-Za-z0-9_-]{1,64}")
 
 
 def new_drill_id(now: float) -> str:
@@ -44,6 +48,9 @@ class DrillStore:
         self.dir = Path(state_dir) / "drills"
 
     def path(self, drill_id: str) -> Path:
+        """The record's file; UsageError for a malformed id (never a path outside the store)."""
+        if not DRILL_ID_PATTERN.fullmatch(drill_id):
+            raise UsageError(f"{drill_id!r} is not a drill id (drill-YYYYmmddTHHMMSS-xxxxxx)")
         return self.dir / f"{drill_id}.json"
 
     def save(self, record: dict[str, Any]) -> Path:
@@ -53,7 +60,7 @@ class DrillStore:
         try:
             doc = json.loads(self.path(drill_id).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise HeliosError(f"no drill {drill_id!r} in {self.dir}") from None
+            raise NotFound(f"no drill {drill_id!r} in {self.dir}") from None
         except (OSError, ValueError) as exc:
             raise HeliosError(f"drill record {drill_id} is unreadable: {exc}") from None
         if not isinstance(doc, dict):

@@ -47,6 +47,10 @@ class UsageError(HeliosError):
     exit_code = 2
 
 
+class NotFound(HeliosError):
+    """No record with that id (incident, drill, report)."""
+
+
 class SandboxError(HeliosError):
     """The local sandbox could not carry out a command."""
 
@@ -55,6 +59,10 @@ class UnsafePlan(HeliosError):
     """A plan breaks a safety rail and was refused before anything changed."""
 
     exit_code = 4
+
+
+class Busy(UnsafePlan):
+    """Another run or drill holds the topology; nothing was changed (try again later)."""
 
 
 class OperationError(HeliosError):

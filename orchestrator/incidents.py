@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.atomic import write_json
-from orchestrator.errors import HeliosError
+from orchestrator.errors import HeliosError, NotFound, UsageError
 
 EVENTS = (
     "first_failure",
@@ -84,6 +85,22 @@ class Incident:
         self.levels.append({"level": level, "at": at, "reason": reason, "authority": authority})
         return True
 
+    def summary(self) -> dict[str, Any]:
+        """The fields an incident list shows (timestamps in epoch seconds)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "kind": self.kind,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "primary": self.primary,
+            "new_primary": self.new_primary,
+            "level": self.level,
+            "rto_seconds": self.rto_seconds,
+            "rpo_seconds": self.rpo_seconds,
+            "rpo_bytes": self.rpo_bytes,
+        }
+
     def when(self, name: str) -> float | None:
         return next((e["at"] for e in self.timeline if e["event"] == name), None)
 
@@ -94,6 +111,10 @@ class Incident:
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+
+ID_PATTERN = re.compile(r"inc-[A-Za-z0-9_-]{1,64}")
+"""Incident ids (:func:`new_id` makes ``inc-YYYYmmddTHHMMSS-xxxxxx``): never a path."""
 
 
 def new_id(at: float) -> str:
@@ -116,12 +137,16 @@ class IncidentStore:
         return await asyncio.to_thread(write_json, self.dir / f"{inc.id}.json", doc)
 
     def load(self, incident_id: str) -> Incident:
+        """The incident with this id; UsageError for a malformed id (never a path outside the
+        store), HeliosError when there is none."""
+        if not ID_PATTERN.fullmatch(incident_id):
+            raise UsageError(f"{incident_id!r} is not an incident id (inc-YYYYmmddTHHMMSS-xxxxxx)")
         path = self.dir / f"{incident_id}.json"
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return Incident(**data)
         except FileNotFoundError:
-            raise HeliosError(f"no incident {incident_id!r} in {self.dir}") from None
+            raise NotFound(f"no incident {incident_id!r} in {self.dir}") from None
         except (ValueError, TypeError) as exc:
             raise HeliosError(f"incident file {path} is unreadable: {exc}") from None
 

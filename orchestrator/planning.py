@@ -147,6 +147,7 @@ class FailoverPlan:
             "steps": steps,
             "budget": {
                 "rto_seconds": self.rto,
+                "rpo_seconds": self.rpo,
                 "worst_case_seconds": round(self.worst_case_seconds, 1),
                 "fits_rto": self.worst_case_seconds <= self.rto,
             },

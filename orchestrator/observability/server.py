@@ -1,4 +1,5 @@
-"""The daemon's HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and ``/v1/status``.
+"""The daemon's HTTP server: ``/metrics``, ``/healthz``, ``/readyz``, ``/v1/status`` and the
+control API's routes when given (:mod:`orchestrator.api.routes`).
 
 Guarantees: binds only the configured address (127.0.0.1 by default); every handler answers from
 in-memory state without I/O, so a slow database can never make the endpoints hang; ``stop`` is
@@ -7,6 +8,7 @@ idempotent and bounded.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -28,12 +30,32 @@ class StateView(Protocol):
     def status_document(self) -> dict[str, Any] | None: ...
 
 
+class Routes(Protocol):
+    """Further routes (the control API), installed on the same server."""
+
+    max_body: int
+
+    def install(self, app: web.Application) -> None: ...
+
+    def middlewares(self) -> list[Any]: ...
+
+    def guard_read(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]: ...
+
+
 class HttpServer:
     """aiohttp server bound to ``address:port`` (port 0 picks a free one; see ``port``)."""
 
     def __init__(
-        self, state: StateView, registry: CollectorRegistry, address: str, port: int
+        self,
+        state: StateView,
+        registry: CollectorRegistry,
+        address: str,
+        port: int,
+        routes: Routes | None = None,
     ) -> None:
+        self._routes = routes
         self._state = state
         self._registry = registry
         self._address = address
@@ -42,11 +64,17 @@ class HttpServer:
         self.port: int | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        extra = self._routes
+        app = web.Application(
+            client_max_size=extra.max_body if extra else 1024**2,
+            middlewares=extra.middlewares() if extra else [],
+        )
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/status", extra.guard_read(self._status) if extra else self._status)
+        if extra is not None:
+            extra.install(app)
         return app
 
     async def start(self) -> None:

@@ -233,7 +233,7 @@ def test_configmap_config_is_valid_and_fits_the_pod(
     for name in env_names:
         monkeypatch.setenv(name, "test-value")
     for key in secret_keys:
-        (tmp_path / key).write_text("test-value")
+        (tmp_path / key).write_text(f"test-value-of-{key}")  # tokens need 16+ characters
     referenced = [
         line.split("file:" + SECRET_DIR, 1)[1].strip()
         for line in text.splitlines()
@@ -245,6 +245,7 @@ def test_configmap_config_is_valid_and_fits_the_pod(
     assert cfg.listen.address == "0.0.0.0"
     assert cfg.listen.port == PORT
     assert cfg.state_dir == "/var/lib/helios-orchestrator"
+    assert [t.role for t in cfg.api.tokens] == ["operator"]
     env_refs = {w.split("env:", 1)[1].strip() for w in text.splitlines() if " env:" in w}
     assert env_refs <= env_names
 
