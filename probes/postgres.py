@@ -173,9 +173,7 @@ def classify_postgres_error(
     libpq reports connection failures without a SQLSTATE, so those are told apart by message.
     ``secret`` (the password) is masked should it ever appear in the message. Never raises.
     """
-    msg = short_error(exc)
-    if secret:
-        msg = msg.replace(secret, "***")
+    msg = short_error(exc, secret=secret)
     if isinstance(exc, psycopg.errors.ConnectionTimeout):
         return ErrorClass.TIMEOUT, msg
     if not isinstance(exc, psycopg.Error):

@@ -9,13 +9,16 @@ from probes.attempt import classify_os_error, timed
 from probes.base import ErrorClass, Kind, Observation, Outcome
 
 
-def short_error(exc: BaseException, limit: int = 200) -> str:
+def short_error(exc: BaseException, limit: int = 200, secret: str | None = None) -> str:
     """First line of ``exc`` prefixed with its type name, cut to ``limit`` characters.
 
     Exception texts from drivers can span several lines (libpq adds hints); one line is enough
-    for an observation and keeps log lines readable.
+    for an observation and keeps log lines readable. ``secret`` is masked before the cut (a
+    secret cut in two would no longer match its mask).
     """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if secret:
+        text = text.replace(secret, "***")
     msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 

@@ -1,6 +1,8 @@
 """Structured JSON logging (structlog), one object per line, with contextvars merged in.
 
-Standard-library loggers (asyncio, botocore, ...) are rendered as the same JSON.
+Standard-library loggers (asyncio, botocore, ...) are rendered as the same JSON. Tracebacks are
+structured too, but without the frames' local variables (structlog's default shows them): a
+local may hold a password, a token or a webhook URL, and a traceback must never print it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import sys
 from typing import TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+_TRACEBACKS_WITHOUT_LOCALS = structlog.processors.ExceptionRenderer(
+    ExceptionDictTransformer(show_locals=False)
+)
 
 
 class _CurrentStderr:
@@ -50,7 +57,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.dict_tracebacks,
+                _TRACEBACKS_WITHOUT_LOCALS,
                 structlog.processors.JSONRenderer(),
             ],
         )

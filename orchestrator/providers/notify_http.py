@@ -9,9 +9,11 @@ Guarantees of :class:`HttpSender`:
   honoured when it is within ``max_delay``; a longer one ends the retries at once, so one
   message never takes more than ``attempts * timeout + (attempts - 1) * max_delay``.
 * **Typed failures.** Timeouts raise :class:`OperationTimeout`; connection errors, 429, 420
-  and 5xx raise :class:`TransientError` (retried); any other unexpected status raises
-  :class:`PermanentError` (never retried). Each message names the channel, its kind, the HTTP
-  status and the provider's own error text.
+  and 5xx raise :class:`TransientError` (retried); any other unexpected status, and an answer
+  that cannot be read (a body that does not decode), raise :class:`PermanentError` (never
+  retried). No httpx exception escapes (one would skip the backup channel and carry the URL in
+  its traceback). Each message names the channel, its kind, the HTTP status and the
+  provider's own error text.
 * **No secrets.** Webhook URLs, keys and tokens never appear in an error message: the sender
   knows its secrets and masks them in everything it reports, and it never names the URL. The
   ``httpx`` logger gets a filter that hides URL paths and queries (where webhook secrets live).
@@ -254,10 +256,15 @@ class HttpSender:
             raise TransientError(
                 f"{self.label}: cannot reach the service ({type(exc).__name__})"
             ) from None
+        except httpx.HTTPError as exc:  # e.g. DecodingError: an answer that cannot be read
+            raise PermanentError(
+                f"{self.label}: unreadable answer ({type(exc).__name__})"
+            ) from None
         status = resp.status_code
         if status in ok:
             return resp
-        detail = self.scrub(clip(describe(resp), MAX_DETAIL))
+        # Mask, then clip: a secret cut in two by the clip would no longer match its mask.
+        detail = clip(self.scrub(describe(resp)), MAX_DETAIL)
         message = f"{self.label}: HTTP {status}: {detail}"
         if status in _TRANSIENT or status >= 500:
             hint = retry_after(resp)

@@ -15,7 +15,6 @@ import httpx
 
 from orchestrator.config_bcp import SlackChannel
 from orchestrator.providers.notify_http import (
-    MAX_DETAIL,
     Delivered,
     HttpChannel,
     Notice,
@@ -28,7 +27,7 @@ MAX_TEXT: Final = 40_000
 
 
 def _describe(resp: httpx.Response) -> str:
-    return clip(resp.text.strip(), MAX_DETAIL) or resp.reason_phrase
+    return resp.text.strip() or resp.reason_phrase  # the sender masks secrets, then clips
 
 
 class SlackNotifier(HttpChannel):
