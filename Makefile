@@ -45,7 +45,7 @@ test: venv postgres testtools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/pytest -m "not sandbox and not browser" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not sandbox and not browser and not etcd" $(PYTEST_ARGS)
 
 # Benchmarks on throw-away sandboxes (~7 min): detection, lag, failover (async and sync),
 # switchover; rewrites BENCHMARKS.md. `--only NAME,...` and `--runs N` select parts.

@@ -24,6 +24,7 @@ from orchestrator.model import NodeRef, Topology
 from orchestrator.observability.dns_metrics import DnsMetrics
 from orchestrator.observability.drill_metrics import DrillMetrics
 from orchestrator.observability.failover_metrics import FailoverMetrics
+from orchestrator.observability.leader_metrics import LeaderMetrics
 from orchestrator.observability.metrics import Metrics
 from orchestrator.observability.notify_metrics import NotifyMetrics
 
@@ -116,6 +117,7 @@ def _registry() -> CollectorRegistry:
     FailoverMetrics(registry)
     DrillMetrics(registry)
     NotifyMetrics(registry)
+    LeaderMetrics(registry, lambda: False)
     return registry
 
 

@@ -1,0 +1,42 @@
+"""Coordination between orchestrator instances: leader election with a fencing epoch and the
+vantage points' published observations. :mod:`.base` holds the contract, :mod:`.etcd` the
+etcd v3 backend; :func:`build_coordinator` picks the backend a configuration names.
+
+This package never imports the composition root or the CLI (``orchestrator.app``,
+``orchestrator.cli*``): import-linter checks it.
+"""
+
+from __future__ import annotations
+
+from orchestrator.config_coord import CoordinationSettings
+from orchestrator.coord.base import (
+    CoordinationRejected,
+    CoordinationUnavailable,
+    Coordinator,
+    LeaderInfo,
+    Leadership,
+    LostLeadership,
+    Publication,
+)
+from orchestrator.errors import ConfigError
+
+__all__ = [
+    "CoordinationRejected",
+    "CoordinationUnavailable",
+    "Coordinator",
+    "LeaderInfo",
+    "Leadership",
+    "LostLeadership",
+    "Publication",
+    "build_coordinator",
+]
+
+
+def build_coordinator(settings: CoordinationSettings) -> Coordinator:
+    """The coordinator of the configured backend. Raises ConfigError for a backend this build
+    does not provide yet (the Kubernetes Lease backend)."""
+    if settings.backend == "etcd":
+        from orchestrator.coord.etcd import EtcdCoordinator
+
+        return EtcdCoordinator.from_settings(settings)
+    raise ConfigError("coordination", [f"backend: {settings.backend!r} is not implemented yet"])
