@@ -35,6 +35,7 @@ from orchestrator.drilldaemon import DaemonDrills
 from orchestrator.drillsvc import DrillScheduler
 from orchestrator.failover import FailoverService, load_product_runbooks
 from orchestrator.health import HealthSettings
+from orchestrator.leadership import Elected, Leadership, Solo
 from orchestrator.loop import CycleHook, DaemonState, Loop
 from orchestrator.model import Assessment, NodeRef, Snapshot, Topology
 from orchestrator.notify import Notifier
@@ -161,6 +162,7 @@ class _Parts:
     drills: DaemonDrills
     scheduler: DrillScheduler
     control: ControlPlane
+    leadership: Leadership
 
     @classmethod
     def build(
@@ -172,22 +174,32 @@ class _Parts:
         autopilot_metrics: FailoverMetrics,
         state: DaemonState,
     ) -> _Parts:
+        leadership: Leadership = (
+            Elected.build(cfg, registry) if cfg.coordination is not None else Solo(registry)
+        )
         sends = notifier if cfg.notifications.channels else None
-        service = FailoverService(cfg, switcher, sends)
+        service = FailoverService(cfg, switcher, sends, fence=leadership.fence)
         comms = Comms(
             cfg, service.incidents, sends, monitoring_period=cfg.notifications.monitoring_period
         )
-        autopilot = Autopilot(service, autopilot_metrics, comms)
+        autopilot = Autopilot(service, autopilot_metrics, comms, leadership)
         drill_metrics = DrillMetrics(registry)
         drills = DaemonDrills(cfg, service, autopilot, notifier, drill_metrics)
         scheduler = DrillScheduler(
             cfg,
             drills.run,
             incident_open=lambda: autopilot.incident is not None,
-            busy=lambda: autopilot.busy or drills.busy,
+            busy=lambda: autopilot.busy or drills.busy or not leadership.is_leader,
         )
         control = ControlPlane(cfg, state, service, autopilot, drills)
-        return cls(service, comms, autopilot, drill_metrics, drills, scheduler, control)
+        return cls(service, comms, autopilot, drill_metrics, drills, scheduler, control, leadership)
+
+    def start_background(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        """The notification worker, leader election and publishing, the drill scheduler."""
+        tg.create_task(self.comms.run(stop), name="notifications")
+        if isinstance(self.leadership, Elected):
+            tg.create_task(self.leadership.run(stop), name="leadership")
+        tg.create_task(self.scheduler.run(stop), name="drill-scheduler")
 
     def status_fields(self) -> dict[str, Any]:
         """The status document's ``bcp`` and ``drills`` sections."""
@@ -197,7 +209,21 @@ class _Parts:
                 **self.scheduler.status_fields(),
                 "last": self.drill_metrics.last_summary(),
             },
+            "leadership": self.leadership.status_fields(),
         }
+
+
+def _observed_by(leadership: Leadership, on_cycle: CycleHook | None) -> CycleHook | None:
+    """Hand every tick to the publisher of this vantage point (with leader election)."""
+    if not isinstance(leadership, Elected):
+        return on_cycle
+
+    def observed(snap: Snapshot, assessment: Assessment) -> None:
+        leadership.observed(snap, assessment)
+        if on_cycle is not None:
+            on_cycle(snap, assessment)
+
+    return observed
 
 
 async def run_daemon(
@@ -247,7 +273,7 @@ async def run_daemon(
                 stack.push_async_callback(parts.service.aclose)
                 stack.push_async_callback(notifier.aclose)
                 await asyncio.to_thread(parts.drill_metrics.load, cfg.state_dir)
-                autopilot, comms, scheduler = parts.autopilot, parts.comms, parts.scheduler
+                autopilot = parts.autopilot
                 state.extras = parts.status_fields
                 loop = Loop(
                     state=state,
@@ -255,7 +281,7 @@ async def run_daemon(
                     settings=health_settings(cfg),
                     metrics=metrics,
                     heartbeat=heartbeat_factory(cfg) if cfg.probes.heartbeat else None,
-                    on_cycle=_reporting_to(systemd, on_cycle),
+                    on_cycle=_reporting_to(systemd, _observed_by(parts.leadership, on_cycle)),
                     autopilot=autopilot,
                     mark_file=mark_path(cfg.state_dir),
                 )
@@ -264,8 +290,7 @@ async def run_daemon(
                     parts.control.start(tg)
                     api.bind(parts.control)
                     tg.create_task(loop.run(stop), name="tick-loop")
-                    tg.create_task(comms.run(stop), name="notifications")
-                    tg.create_task(scheduler.run(stop), name="drill-scheduler")
+                    parts.start_background(tg, stop)
                     if switcher is not None:
                         tg.create_task(
                             reconcile_forever(switcher, cfg, stop), name="dns-reconciler"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -19,8 +20,10 @@ from orchestrator import decision
 from orchestrator.comms import Comms
 from orchestrator.controls import load_controls, load_memory, save_memory
 from orchestrator.errors import Busy, HeliosError
+from orchestrator.executor import RunStatus
 from orchestrator.failover import FailoverService, decision_settings
 from orchestrator.incidents import Incident, new_id
+from orchestrator.leadership import Leadership, Solo
 from orchestrator.model import Assessment, Snapshot
 from orchestrator.observability.failover_metrics import FailoverMetrics
 from orchestrator.planning import FailoverPlan
@@ -34,7 +37,11 @@ class Autopilot:
         service: FailoverService,
         metrics: FailoverMetrics | None = None,
         comms: Comms | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
+        self._leadership: Leadership = leadership or Solo()
+        self._was_leading = False
+        self._quorum_seen: tuple[int, int] | None = None
         self._svc = service
         self.comms = comms or Comms(service.cfg, service.incidents)
         self.drill: str | None = None
@@ -51,8 +58,16 @@ class Autopilot:
         self._rejoining: set[str] = set()
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
-        """Adopt the root TaskGroup; resume a run a previous daemon left unfinished."""
+        """Adopt the root TaskGroup; resume a run a previous daemon left unfinished (when this
+        instance leads; else as soon as it becomes the leader)."""
         self._tg = tg
+        self._was_leading = self._leadership.is_leader
+        if self._was_leading:
+            await self._resume_unfinished()
+
+    async def _resume_unfinished(self) -> None:
+        if self._tg is None or self.busy:
+            return
         if await asyncio.to_thread(self._svc.journal.unfinished):
             self.memory = decision.Memory(
                 state=decision.State.FAILING_OVER,
@@ -61,7 +76,7 @@ class Autopilot:
                 last_failover_at=self.memory.last_failover_at,
                 last_failover_from=self.memory.last_failover_from,
             )
-            self._task = tg.create_task(self._resume(), name="failover-resume")
+            self._task = self._tg.create_task(self._resume(), name="failover-resume")
 
     async def drain(self, grace: float) -> None:
         """On shutdown: let a running failover finish within ``grace`` seconds, then cancel it
@@ -94,9 +109,18 @@ class Autopilot:
                 self._waiters.remove(fut)
 
     async def on_tick(self, a: Assessment, snap: Snapshot | None = None) -> dict[str, Any]:
-        """Decide for this tick; returns fields for the tick's log line."""
+        """Decide for this tick; returns fields for the tick's log line. Only the leader
+        decides and acts: a follower observes (and publishes what it sees) and nothing else."""
+        leading = self._leadership.is_leader
+        became_leader, self._was_leading = leading and not self._was_leading, leading
+        if not leading:
+            self._wake(a)
+            return {"decision": "follower", "decision_reason": "NOT_LEADER"}
+        if became_leader:
+            await self._resume_unfinished()
         controls = await asyncio.to_thread(load_controls, self._cfg.state_dir)
         self.drill = controls.drill
+        a = await self._vantage_quorum(a)
         d, mem = decision.decide(self.memory, a, controls, self._settings, a.at)
         if controls.drill is None:  # a drill owns the topology and records its own legs
             await self._track_incident(a, d)
@@ -131,14 +155,47 @@ class Autopilot:
             self._metrics.record_level(
                 level.level, self.incident.level if self.incident is not None else 0
             )
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_result(a)
+        self._wake(a)
         return {
             "decision": self.memory.state.value,
             "decision_reason": d.reason,
             "level": level.level,
         }
+
+    def leader_hint(self) -> str:
+        """Where to go instead (for refusals on a follower)."""
+        fields = self._leadership.status_fields()
+        return f"{fields.get('instance', 'this instance')} follows ({fields.get('detail', '')})"
+
+    @property
+    def leading(self) -> bool:
+        return self._leadership.is_leader
+
+    def _wake(self, a: Assessment) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(a)
+
+    async def _vantage_quorum(self, a: Assessment) -> Assessment:
+        """With several instances, the primary is lost only when enough vantage points see it
+        fail (``coordination.vantage_quorum``): a network problem near this instance alone
+        must not cause a failover."""
+        agreement = getattr(self._leadership, "vantage_agreement", None)
+        cfg = self._cfg.coordination
+        if not a.primary_loss_confirmed or a.primary is None or agreement is None or cfg is None:
+            return a
+        agree, seen = await agreement(a.primary, a.at)
+        if agree >= cfg.vantage_quorum:
+            self._quorum_seen = None
+            return a
+        if self._quorum_seen != (agree, seen):  # once per change, not every tick
+            self._quorum_seen = (agree, seen)
+            log.warning(
+                f"primary {a.primary} looks lost from here, but only {agree} of {seen} vantage "
+                f"points agree (quorum {cfg.vantage_quorum}): not declared DOWN",
+                reason="VANTAGE_QUORUM_MISSING",
+            )
+        return replace(a, primary_loss_confirmed=False)
 
     async def _track_incident(self, a: Assessment, d: decision.Decision) -> None:
         primary = a.primary
@@ -183,7 +240,9 @@ class Autopilot:
         ok = False
         try:
             plan = await self._svc.plan(a, kind="failover", trigger="automatic")
-            _, inc = await self._svc.execute(plan, self.incident)
+            result, inc = await self._svc.execute(plan, self.incident)
+            if result.status is RunStatus.DEPOSED:  # the new leader resumes it
+                return
             ok = inc.status == "failed_over"
             self.comms.closed(inc)
             if self._metrics is not None:
@@ -194,8 +253,11 @@ class Autopilot:
                 self.incident.notes.append(f"automatic failover refused: {exc}")
                 await self._svc.incidents.save_async(self.incident)
         finally:
-            self.memory = decision.failover_finished(self.memory, ok, a.at)
-            await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
+            if self.memory.state is decision.State.FAILING_OVER and not self._leadership.is_leader:
+                pass  # deposed mid-run: the run stays unfinished for whoever leads next
+            else:
+                self.memory = decision.failover_finished(self.memory, ok, a.at)
+                await asyncio.to_thread(save_memory, self._cfg.state_dir, self.memory)
             if ok:
                 self.incident = None
 
@@ -210,6 +272,8 @@ class Autopilot:
         """
         if self._tg is None:
             raise Busy("the daemon is still starting; try again in a moment")
+        if not self._leadership.is_leader:
+            raise Busy(f"this instance is not the leader: {self.leader_hint()}")
         if self.busy:
             raise Busy("a failover or switchover is already running")
         if self.drill is not None:

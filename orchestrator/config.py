@@ -32,8 +32,10 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.config_agent import AgentSettings
 from orchestrator.config_api import ApiSettings
 from orchestrator.config_bcp import DrillSettings, Levels, NotificationSettings
+from orchestrator.config_coord import CoordinationSettings
 from orchestrator.config_types import (
     Duration,
     IpAddress,
@@ -436,6 +438,12 @@ class Config(_Strict):
     )
     drill: DrillSettings = Field(DrillSettings(), description="The monthly DR drill.")
     api: ApiSettings = Field(ApiSettings(), description="The control API's bearer tokens.")
+    coordination: CoordinationSettings | None = Field(
+        None,
+        description="Leader election and shared observations between orchestrator instances "
+        "(one per region). Without it this instance is the only one, and always the leader.",
+    )
+    agent: AgentSettings = Field(AgentSettings(), description="The node agents' timing.")
 
     @model_validator(mode="after")
     def _unique(self) -> Config:

@@ -64,6 +64,12 @@ class CoordinationSettings(BaseModel):
     vantage: Name | None = Field(
         None, description="The vantage point this instance observes from, e.g. its region."
     )
+    vantage_quorum: int = Field(
+        2,
+        ge=1,
+        description="How many vantage points (orchestrator instances, this one included) must "
+        "see the primary fail before the leader declares it DOWN.",
+    )
     username: str | None = Field(None, min_length=1, description="etcd user, with password.")
     password: SecretRef | None = Field(None, description="etcd password reference.")
     ca_file: Path | None = Field(

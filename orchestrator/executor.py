@@ -43,6 +43,7 @@ from structlog.contextvars import bound_contextvars
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from orchestrator.errors import (
+    HeliosError,
     OperationError,
     OperationTimeout,
     PermanentError,
@@ -73,6 +74,14 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     ABORTED = "aborted"
     AWAITING_APPROVAL = "awaiting_approval"
+    DEPOSED = "deposed"
+    """This orchestrator lost the leadership: it stopped before the next step and left the run
+    unfinished in the journal, for the leader to resume."""
+
+
+Fence = Callable[[], Awaitable[int | None]]
+"""Checked before every step: returns the leader's epoch (None without leader election) or
+raises HeliosError (e.g. LostLeadership) when this orchestrator may no longer act."""
 
 
 class StepStatus(enum.StrEnum):
@@ -178,7 +187,10 @@ class Executor:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        self._fence = fence
+        self._epoch: int | None = None
         self._actions = dict(actions)
         self._journal = journal
         self._sleep = sleep
@@ -207,6 +219,9 @@ class Executor:
         started_at = self._clock()
         with bound_contextvars(run=run_id, runbook=runbook.name):
             try:
+                refused = await self._fenced_out(run_id, runbook, [], started_at, None, False)
+                if refused is not None:
+                    return refused
                 if resume_from is None:
                     prior = _Prior()
                     await self._record(
@@ -279,6 +294,11 @@ class Executor:
         }
         outcomes: list[StepOutcome] = []
         for step in runbook.steps:
+            state = prior.states.get(step.name)
+            if state is None or state["kind"] != "step_finished":  # not done before a restart
+                deposed = await self._fenced_out(run_id, runbook, outcomes, started_at, step.name)
+                if deposed is not None:
+                    return deposed
             with bound_contextvars(step=step.name):
                 report = await self._step(run_id, runbook.name, step, ctx, prior)
             outcomes += report.outcomes
@@ -287,6 +307,37 @@ class Executor:
                     run_id, runbook, outcomes, report.stop, started_at, report.reason, step.name
                 )
         return await self._end(run_id, runbook, outcomes, RunStatus.COMPLETED, started_at, None)
+
+    async def _fenced_out(
+        self,
+        run_id: str,
+        runbook: Runbook,
+        outcomes: list[StepOutcome],
+        started_at: float,
+        step: str | None,
+        journal: bool = True,
+    ) -> RunResult | None:
+        """None when this orchestrator may act (the epoch is noted for the journal); else the
+        DEPOSED result, the run left unfinished for the leader."""
+        if self._fence is None:
+            return None
+        try:
+            self._epoch = await self._fence()
+            return None
+        except HeliosError as exc:
+            why = f"not the leader any more: {exc}"
+        if journal:
+            await self._record(run_id, "note", event="deposed", step=step, message=why)
+        log.error(
+            f"run {run_id} stopped before {step or 'its start'}: {why}",
+            reason="RUN_DEPOSED",
+            step=step,
+        )
+        done = {o.name for o in outcomes}
+        rest = [
+            StepOutcome(s.name, StepStatus.SKIPPED) for s in runbook.steps if s.name not in done
+        ]
+        return RunResult(run_id, RunStatus.DEPOSED, outcomes + rest, started_at, self._clock(), why)
 
     async def _end(
         self,
@@ -470,6 +521,8 @@ class Executor:
 
     async def _record(self, run_id: str, kind: str, **fields: Any) -> None:
         record = {"run": run_id, "kind": kind, "at": self._clock(), **fields}
+        if self._epoch is not None:
+            record["epoch"] = self._epoch  # the leader's fencing token when it wrote this
         await _durably(functools.partial(self._journal.append, record))
 
 

@@ -23,7 +23,7 @@ from orchestrator.config import Config
 from orchestrator.dnsruntime import target_of_region
 from orchestrator.dnsswitch import DnsSwitcher
 from orchestrator.errors import UnsafePlan, UsageError
-from orchestrator.executor import Executor, RunResult, RunStatus
+from orchestrator.executor import Executor, Fence, RunResult, RunStatus
 from orchestrator.incidents import Incident, IncidentStore, new_id
 from orchestrator.journal import Journal, new_run_id
 from orchestrator.model import Assessment, Verdict
@@ -77,8 +77,14 @@ class FailoverService:
     """Plans and runs failovers and switchovers for one config."""
 
     def __init__(
-        self, cfg: Config, switcher: DnsSwitcher | None, notifier: IncidentNotifier | None = None
+        self,
+        cfg: Config,
+        switcher: DnsSwitcher | None,
+        notifier: IncidentNotifier | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        self.fence = fence
+        """Checked before every runbook step (the leader's epoch); None: always allowed."""
         self.cfg = cfg
         self.switcher = switcher
         self.notifier = notifier
@@ -233,10 +239,14 @@ class FailoverService:
             return await self.notifier.incident_event(inc, event, _now())
 
         actions = Actions(self.cfg, self.drivers, self.switcher, on_event, notify)
-        executor = Executor(actions.table(), self.journal)
+        executor = Executor(actions.table(), self.journal, fence=self.fence)
         result = await executor.run(
             run_id, self.runbooks[kind], context, resume_from=resume, checksum=checksum
         )
+        if result.status is RunStatus.DEPOSED:  # the run stays open for the leader to resume
+            inc.notes.append(f"run {run_id} stopped here: {result.reason}")
+            await self.incidents.save_async(inc)
+            return result
         ok = result.status is RunStatus.COMPLETED and _promoted(result)
         inc.close("failed_over" if ok else "failed", _now())
         if not ok:

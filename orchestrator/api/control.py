@@ -149,6 +149,8 @@ class ControlPlane:
         }
 
     def _refuse_if_busy(self) -> None:
+        if not self._autopilot.leading:
+            raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
         if self._autopilot.busy:
             raise Busy("a failover or switchover is already running")
         if self._drills.busy:
@@ -167,6 +169,8 @@ class ControlPlane:
             return {"dry_run": True, "drill": record, "planned": planned}
         if self._tg is None:
             raise Busy("the daemon is still starting; try again in a moment")
+        if not self._autopilot.leading:
+            raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
         drill_id = await self._drills.start(self._tg, req.kind, req.to, req.failback, who.name)
         return {
             "dry_run": False,
@@ -205,6 +209,8 @@ class ControlPlane:
             "after": {"paused": after.paused, "acked_at": after.acked_at},
         }
         if req.execute:
+            if not self._autopilot.leading:
+                raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
             await asyncio.to_thread(save_controls, state_dir, after)
             log.warning(
                 f"{action} by {who.name} through the control API"

@@ -602,3 +602,65 @@ def test_journal_is_well_formed_for_any_sequence_of_outcomes(
     for i in range(last + 1):
         expected = 2 if plan[i][0] == "transient_then_ok" else 1
         assert calls.count(f"s{i}") == expected
+
+
+# --- leadership: the fencing epoch before every step --------------------------------------------
+
+
+class Lease:
+    """A fence as the leader's would be: the epoch while held, LostLeadership once deposed."""
+
+    def __init__(self, epoch: int, allowed_checks: int) -> None:
+        self.epoch = epoch
+        self.allowed = allowed_checks
+        self.checks = 0
+
+    async def __call__(self) -> int:
+        from orchestrator.coord import LostLeadership
+
+        self.checks += 1
+        if self.checks > self.allowed:
+            raise LostLeadership("svc/leader", self.epoch, "another instance holds the lease")
+        return self.epoch
+
+
+async def test_a_deposed_leader_stops_before_its_next_step_and_the_new_one_finishes(
+    tmp_path: Path,
+) -> None:
+    rb = book(
+        {"name": "fence", "action": "act"},
+        {"name": "promote", "action": "act"},
+        {"name": "switch", "action": "act"},
+    )
+    old = Actions()
+    # start + "fence" pass; the check before "promote" finds the lease gone.
+    ex, journal, _ = executor(tmp_path, old, fence=Lease(7, allowed_checks=2))
+    result = await ex.run("r", rb, {"node": "db2"})
+    assert result.status == RunStatus.DEPOSED
+    assert old.count("act") == 1, "nothing ran after the leadership was lost"
+    assert [o.status for o in result.steps] == [
+        StepStatus.OK,
+        StepStatus.SKIPPED,
+        StepStatus.SKIPPED,
+    ]
+    records = journal.runs()["r"].records
+    assert {r.get("epoch") for r in records if r["kind"] != "note"} == {7}
+    assert records[-1]["kind"] == "note" and records[-1]["event"] == "deposed"
+    [unfinished] = journal.unfinished()  # left for the new leader
+
+    new = Actions()
+    ex2 = Executor(new.mapping(), Journal(journal.path), sleep=FakeSleep(), fence=Lease(9, 99))
+    done = await ex2.run("r", rb, unfinished.context, resume_from=unfinished)
+    assert done.status == RunStatus.COMPLETED
+    assert new.count("act") == 2, "each remaining step exactly once; fence not run again"
+    after = [r for r in Journal(journal.path).runs()["r"].records if r["kind"] == "step_started"]
+    assert [(r["step"], r["epoch"]) for r in after] == [("fence", 7), ("promote", 9), ("switch", 9)]
+
+
+async def test_a_leader_that_cannot_confirm_its_epoch_never_starts(tmp_path: Path) -> None:
+    rb = book({"name": "a", "action": "act"})
+    acts = Actions()
+    ex, journal, _ = executor(tmp_path, acts, fence=Lease(3, allowed_checks=0))
+    result = await ex.run("r", rb, {})
+    assert result.status == RunStatus.DEPOSED
+    assert acts.calls == [] and journal.runs() == {}

@@ -1,0 +1,254 @@
+"""The daemon's view of leadership: may this instance act, and under which fencing epoch.
+
+Two shapes behind one interface:
+
+* :class:`Solo` (no ``coordination`` section): the only instance, always the leader, no epoch.
+* :class:`Elected`: leader election on the coordination service (:mod:`orchestrator.lease`).
+  :meth:`Elected.fence`, checked by the executor before **every** runbook step, passes only while
+  the local lease deadline holds **and** the service confirms that this instance's epoch is still
+  the current leader's (a linearizable read). A service that cannot answer counts as "no":
+  a deposed or cut-off leader stops before its next step.
+
+Besides, :class:`Elected` publishes what this instance sees (its vantage point) and, while it
+leads, the current primary, so the other instances and the node agents share one picture.
+Guarantees: publishing never blocks a tick (a task of its own sends the latest documents); every
+call has the coordination timeout; a failed publication is logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from orchestrator.config import Config
+from orchestrator.coord import (
+    CoordinationUnavailable,
+    Coordinator,
+    LostLeadership,
+    build_coordinator,
+)
+from orchestrator.errors import HeliosError
+from orchestrator.lease import LeaderElector
+from orchestrator.model import Assessment, Snapshot
+from orchestrator.observability.leader_metrics import LeaderMetrics
+
+log = structlog.get_logger("helios.leadership")
+
+
+class Leadership(Protocol):
+    """What the acting parts of the daemon need to know about leadership."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def epoch(self) -> int | None: ...
+
+    async def fence(self) -> int | None: ...
+
+    def status_fields(self) -> dict[str, Any]: ...
+
+
+class Solo:
+    """No coordination configured: this instance is the only one and always leads
+    (``helios_leader`` is 1 for the alert rules)."""
+
+    is_leader = True
+    epoch = None
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        if registry is not None:
+            LeaderMetrics(registry, lambda: True)
+
+    async def fence(self) -> int | None:
+        return None
+
+    def status_fields(self) -> dict[str, Any]:
+        return {"mode": "single instance", "leader": True, "epoch": None}
+
+
+def instance_id(cfg: Config) -> str:
+    c = cfg.coordination
+    return (c.instance_id if c and c.instance_id else None) or socket.gethostname()
+
+
+class Elected:
+    """Leader election on the coordination service; see the module docstring."""
+
+    def __init__(self, cfg: Config, coordinator: Coordinator, registry: CollectorRegistry) -> None:
+        settings = cfg.coordination
+        assert settings is not None
+        self._cfg = cfg
+        self._settings = settings
+        self.coordinator = coordinator
+        self.instance = instance_id(cfg)
+        self.vantage = settings.vantage or self.instance
+        self.election = f"{cfg.service}/leader"
+        self.elector = LeaderElector.from_settings(
+            coordinator,
+            settings,
+            name=self.election,
+            candidate_id=self.instance,
+            registry=registry,
+            on_change=lambda s: log.warning(
+                f"{self.instance} is {'now' if s.is_leader else 'no longer'} the leader"
+                + (f" (epoch {s.epoch})" if s.is_leader else f": {s.reason}"),
+                reason="LEADER_ELECTED" if s.is_leader else "LEADER_LOST",
+                epoch=s.epoch,
+            ),
+        )
+        self._latest: tuple[Snapshot, Assessment] | None = None
+        self._fresh = asyncio.Event()
+        self._publish_failing = False
+
+    @classmethod
+    def build(cls, cfg: Config, registry: CollectorRegistry) -> Elected:
+        assert cfg.coordination is not None
+        return cls(cfg, build_coordinator(cfg.coordination), registry)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader
+
+    @property
+    def epoch(self) -> int | None:
+        return self.elector.epoch
+
+    async def fence(self) -> int | None:
+        """The epoch, confirmed by the coordination service; raises LostLeadership otherwise."""
+        epoch = self.elector.epoch
+        if epoch is None:
+            raise LostLeadership(self.election, 0, "this instance does not hold the lease")
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                current = await self.coordinator.check_epoch(self.election, epoch)
+        except (CoordinationUnavailable, TimeoutError) as exc:
+            raise LostLeadership(
+                self.election, epoch, f"the coordination service cannot confirm it ({exc})"
+            ) from None
+        if not current or not self.elector.is_leader:
+            raise LostLeadership(self.election, epoch, "another instance holds the lease")
+        return epoch
+
+    def status_fields(self) -> dict[str, Any]:
+        s = self.elector.status
+        return {
+            "mode": "elected",
+            "instance": self.instance,
+            "vantage": self.vantage,
+            "leader": self.elector.is_leader,
+            "epoch": self.elector.epoch,
+            "detail": s.reason,
+        }
+
+    # --- publishing -------------------------------------------------------------------------------
+
+    def observed(self, snap: Snapshot, assessment: Assessment) -> None:
+        """The tick hook: remember the latest tick for the publisher (never blocks)."""
+        self._latest = (snap, assessment)
+        self._fresh.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Elect, and publish the latest observations after every tick, until ``stop``."""
+        election = asyncio.create_task(self.elector.run(), name="leader-election")
+        try:
+            while not stop.is_set():
+                waiter = asyncio.create_task(self._fresh.wait())
+                stopper = asyncio.create_task(stop.wait())
+                try:
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopper.cancel()
+                if stop.is_set():
+                    break
+                self._fresh.clear()
+                if self._latest is not None:
+                    await self._publish(*self._latest)
+        finally:
+            await self.elector.stop()  # steps down at once; the task resigns the lease
+            done, _ = await asyncio.wait({election}, timeout=2 * self._settings.timeout)
+            if not done:
+                election.cancel()
+                await asyncio.gather(election, return_exceptions=True)
+            await self.coordinator.aclose()
+
+    async def vantage_agreement(self, primary: str, now: float) -> tuple[int, int]:
+        """(vantage points whose fresh observation has ``primary`` failing, fresh vantage
+        points). This instance's own latest tick counts even when it could not publish it.
+        An unreachable coordination service gives (own view, 1): a cut-off leader has lost its
+        lease anyway and acts on nothing."""
+        threshold = self._cfg.probes.failure_threshold
+        fresh_for = max(3 * self._cfg.probes.interval, 2.0) + 1.0
+        views: dict[str, dict[str, Any]] = {}
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                found = await self.coordinator.read_prefix(f"{self._cfg.service}/vantage/")
+            for pub in found.values():
+                doc = dict(pub.document)
+                if abs(now - float(doc.get("at", 0.0))) <= fresh_for:
+                    views[str(doc.get("vantage"))] = doc
+        except (HeliosError, TimeoutError, ValueError, TypeError) as exc:
+            log.warning(f"cannot read the vantage points: {exc}", reason="VANTAGE_UNREADABLE")
+        if self._latest is not None:
+            views[self.vantage] = vantage_document(
+                self.vantage, self.instance, self._latest[1], now
+            )
+        agree = sum(
+            1
+            for doc in views.values()
+            if int(doc.get("nodes", {}).get(primary, {}).get("failures", 0)) >= threshold
+        )
+        return agree, len(views)
+
+    async def _publish(self, snap: Snapshot, a: Assessment) -> None:
+        ttl = max(3 * self._cfg.probes.interval, 2.0)
+        svc = self._cfg.service
+        doc = vantage_document(self.vantage, self.instance, a, time.time())
+        try:
+            async with asyncio.timeout(2 * self._settings.timeout):
+                await self.coordinator.publish(f"{svc}/vantage/{self.vantage}", doc, ttl)
+                epoch = self.elector.epoch
+                if epoch is not None and a.primary is not None:
+                    await self.coordinator.publish(
+                        f"{svc}/primary",
+                        {
+                            "node": a.primary,
+                            "region": a.primary_region,
+                            "epoch": epoch,
+                            "at": time.time(),
+                            "by": self.instance,
+                        },
+                        max(self._settings.ttl * 6, 60.0),
+                    )
+            if self._publish_failing:
+                log.info("publishing to the coordination service again", reason="PUBLISH_OK")
+            self._publish_failing = False
+        except (HeliosError, TimeoutError) as exc:
+            if not self._publish_failing:
+                log.warning(f"cannot publish observations: {exc}", reason="PUBLISH_FAILED")
+            self._publish_failing = True
+
+
+def vantage_document(vantage: str, instance: str, a: Assessment, now: float) -> dict[str, Any]:
+    """What one vantage point sees of every node (read by the leader for its quorum)."""
+    return {
+        "vantage": vantage,
+        "instance": instance,
+        "at": now,
+        "cycle": a.cycle,
+        "primary": a.primary,
+        "nodes": {
+            n.node.name: {
+                "verdict": n.verdict.value,
+                "failures": n.consecutive_failures,
+                "role": n.role.value,
+            }
+            for n in a.nodes
+        },
+    }

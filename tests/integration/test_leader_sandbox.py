@@ -1,0 +1,181 @@
+"""Two orchestrator instances (as in two regions, each with its own state dir) on the real
+sandbox and a real etcd: exactly one leads and acts; a lost primary is failed over exactly once,
+by the leader, after both vantage points saw it fail; when the leader stops, the other instance
+takes over within the lease's ttl."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from daemon_helpers import Recorder
+from etcd_cluster import EtcdCluster, EtcdUnavailable, etcd_cluster
+
+from orchestrator.app import run_daemon
+from orchestrator.config import Config, load_config
+from orchestrator.incidents import IncidentStore
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.etcd]
+TTL = 3.0
+
+
+@pytest.fixture
+def etcd() -> Iterator[EtcdCluster]:
+    try:
+        with etcd_cluster(1) as cluster:
+            yield cluster
+    except EtcdUnavailable as exc:
+        pytest.fail(f"etcd not available: {exc}")
+
+
+def instance_config(sb: Any, tmp: Path, name: str, vantage: str, etcd: EtcdCluster) -> Config:
+    data = yaml.safe_load(Path(sb.config_path()).read_text())
+    data["probes"].update(
+        {"interval": 0.5, "timeout": 0.3, "failure_threshold": 3, "recovery_threshold": 3}
+    )
+    data["listen"]["port"] = 0
+    data["state_dir"] = str(tmp / name)
+    data.setdefault("failover", {})["automatic"] = True
+    data["notifications"] = {"channels": []}
+    data["coordination"] = {
+        "endpoints": etcd.endpoints,
+        "ttl": f"{TTL}s",
+        "timeout": "1s",
+        "instance_id": name,
+        "vantage": vantage,
+        "prefix": "/helios-test/",
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
+
+
+@contextlib.asynccontextmanager
+async def instance(cfg: Config) -> AsyncIterator[tuple[Recorder, asyncio.Event]]:
+    rec = Recorder()
+    stop = asyncio.Event()
+
+    def listening(port: int) -> None:
+        rec.port = port
+
+    task = asyncio.create_task(run_daemon(cfg, stop=stop, on_cycle=rec, on_listening=listening))
+    try:
+        await rec.until(lambda a: a.reason == "ALL_HEALTHY", timeout=30)
+        yield rec, stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+
+async def leadership(http: httpx.AsyncClient, rec: Recorder) -> dict[str, Any]:
+    doc = (await http.get(f"http://127.0.0.1:{rec.port}/v1/status")).json()
+    return dict(doc["leadership"])
+
+
+async def leader_gauge(http: httpx.AsyncClient, rec: Recorder) -> float:
+    text = (await http.get(f"http://127.0.0.1:{rec.port}/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("helios_leader "))
+    return float(line.split()[1])
+
+
+async def wait_leaders(http: httpx.AsyncClient, recs: list[Recorder], timeout: float) -> list[int]:
+    """Indexes of the instances that lead, once exactly one does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leads = [i for i, r in enumerate(recs) if (await leadership(http, r))["leader"]]
+        if len(leads) == 1:
+            return leads
+        assert time.monotonic() < deadline, f"leaders after {timeout}s: {leads}"
+        await asyncio.sleep(0.1)
+
+
+async def test_one_leader_acts_and_the_other_takes_over(
+    fresh_sandbox: Any, etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    sb = fresh_sandbox
+    cfgs = [
+        instance_config(sb, tmp_path, "orch-east", "us-east", etcd),
+        instance_config(sb, tmp_path, "orch-west", "us-west", etcd),
+    ]
+    async with instance(cfgs[0]) as (rec_a, stop_a), httpx.AsyncClient(timeout=5) as http:
+        await wait_until_leader(http, rec_a, TTL + 5)  # the first instance up leads
+        async with instance(cfgs[1]) as (rec_b, _):
+            recs = [rec_a, rec_b]
+            assert await wait_leaders(http, recs, 5) == [0]
+            assert [await leader_gauge(http, r) for r in recs] == [1.0, 0.0]
+            epoch = (await leadership(http, rec_a))["epoch"]
+            assert isinstance(epoch, int) and epoch > 0
+            assert (await leadership(http, rec_b))["detail"]
+
+            # The primary dies: both vantage points see it; only the leader fails over, once.
+            sb.kill("us-east")
+            await rec_a.until(lambda a: a.primary not in (None, "us-east-1"), timeout=45)
+            await rec_b.until(lambda a: a.primary not in (None, "us-east-1"), timeout=15)
+            await asyncio.sleep(2)
+            incidents = [IncidentStore(c.state_dir).all() for c in cfgs]
+            assert [len(x) for x in incidents] == [1, 0]
+            inc = incidents[0][0]
+            assert inc.status == "failed_over" and inc.new_primary is not None
+            journal = (Path(cfgs[0].state_dir) / "journal.jsonl").read_text()
+            assert f'"epoch":{epoch}' in journal.replace(" ", "")
+            assert not (Path(cfgs[1].state_dir) / "journal.jsonl").exists()
+
+            # The leader stops (resigning its lease): the other instance leads within the ttl.
+            t0 = time.monotonic()
+            stop_a.set()
+            await wait_until_leader(http, rec_b, TTL + 2)
+            assert time.monotonic() - t0 < TTL
+            assert (await leadership(http, rec_b))["epoch"] > epoch
+            assert await leader_gauge(http, rec_b) == 1.0
+
+
+async def wait_until_leader(http: httpx.AsyncClient, rec: Recorder, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (await leadership(http, rec))["leader"]:
+        assert time.monotonic() < deadline, f"no leadership within {timeout}s"
+        await asyncio.sleep(0.1)
+
+
+async def test_no_failover_until_a_quorum_of_vantage_points_sees_the_primary_fail(
+    fresh_sandbox: Any, etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    sb = fresh_sandbox
+    east = instance_config(sb, tmp_path, "orch-east", "us-east", etcd)
+    west = instance_config(sb, tmp_path, "orch-west", "us-west", etcd)
+    async with instance(east) as (rec_a, _), httpx.AsyncClient(timeout=5) as http:
+        await wait_until_leader(http, rec_a, TTL + 5)
+        sb.kill("us-east")
+        # The leader alone sees the primary DOWN and the replicas confirm it, but one vantage
+        # point is not a quorum (2 of 2 configured by default): no failover.
+        await rec_a.until(lambda a: a.primary_loss_confirmed, timeout=15)
+        await asyncio.sleep(4)
+        assert rec_a.last.primary in (None, "us-east-1")
+        assert IncidentStore(east.state_dir).all() == [] or all(
+            i.new_primary is None for i in IncidentStore(east.state_dir).all()
+        )
+        # A second vantage point agrees: the leader fails over.
+        async with instance_seeing_down(west) as rec_b:
+            await rec_a.until(lambda a: a.primary not in (None, "us-east-1"), timeout=30)
+            assert rec_b.ticks
+        [inc] = IncidentStore(east.state_dir).all()
+        assert inc.status == "failed_over"
+
+
+@contextlib.asynccontextmanager
+async def instance_seeing_down(cfg: Config) -> AsyncIterator[Recorder]:
+    """An instance started while the primary is down (it never sees ALL_HEALTHY)."""
+    rec = Recorder()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_daemon(cfg, stop=stop, on_cycle=rec))
+    try:
+        yield rec
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
