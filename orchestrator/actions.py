@@ -32,6 +32,9 @@ log = structlog.get_logger("helios.actions")
 REPLAY_POLL = 0.05
 OnEvent = Callable[[str, str], Awaitable[None]]
 Notify = Callable[[str], Awaitable[list[dict[str, Any]]]]
+AgentFence = Callable[[str], Awaitable[str]]
+"""Fence a node through its node agent; returns once it is certainly fenced (see
+:meth:`orchestrator.leadership.Elected.fence_via_agent`)."""
 
 
 def slot_of(node: str) -> str:
@@ -90,7 +93,9 @@ class Actions:
         switcher: DnsSwitcher | None,
         on_event: OnEvent,
         notify: Notify | None = None,
+        agent_fence: AgentFence | None = None,
     ) -> None:
+        self._agent_fence = agent_fence
         self._cfg = cfg
         self._notify = notify
         self._drivers = drivers
@@ -120,7 +125,11 @@ class Actions:
         return self._drivers[node]
 
     async def fence(self, p: dict[str, Any]) -> Mapping[str, Any]:
-        how = await self._driver(p["node"]).fence("failover")
+        driver = self._driver(p["node"])
+        if self._agent_fence is not None and self._infos[p["node"]].node.fence_command is None:
+            how = await self._agent_fence(p["node"])  # its node agent: a hard fence
+        else:
+            how = await driver.fence("failover")
         await self._event("fenced", f"{p['node']}: {how}")
         return {"node": p["node"], "how": how}
 

@@ -178,11 +178,20 @@ class _Parts:
             Elected.build(cfg, registry) if cfg.coordination is not None else Solo(registry)
         )
         sends = notifier if cfg.notifications.channels else None
-        service = FailoverService(cfg, switcher, sends, fence=leadership.fence)
+        elected = leadership if isinstance(leadership, Elected) else None
+        service = FailoverService(
+            cfg,
+            switcher,
+            sends,
+            fence=leadership.fence,
+            agent_fence=elected.fence_via_agent if elected and cfg.agent.enabled else None,
+        )
         comms = Comms(
             cfg, service.incidents, sends, monitoring_period=cfg.notifications.monitoring_period
         )
         autopilot = Autopilot(service, autopilot_metrics, comms, leadership)
+        if isinstance(leadership, Elected):  # the agents stand aside while a run is in flight
+            leadership.run_in_flight = lambda: "in-flight" if autopilot.busy else None
         drill_metrics = DrillMetrics(registry)
         drills = DaemonDrills(cfg, service, autopilot, notifier, drill_metrics)
         scheduler = DrillScheduler(

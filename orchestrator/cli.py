@@ -231,7 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema = cfg_sub.add_parser("schema", help="print the JSON Schema of the config")
     schema.set_defaults(func=cmd_config_schema)
 
-    from orchestrator import cli_dns, cli_drill, cli_failover, cli_notify, cli_ops, cli_report
+    from orchestrator import (
+        cli_agent,
+        cli_dns,
+        cli_drill,
+        cli_failover,
+        cli_notify,
+        cli_ops,
+        cli_report,
+    )
 
     cli_dns.add_parser(sub)
     cli_failover.add_parsers(sub)
@@ -239,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_drill.add_parsers(sub)
     cli_notify.add_parsers(sub)
     cli_report.add_parsers(sub)
+    cli_agent.add_parsers(sub)
 
     sb = sub.add_parser("sandbox", help="local three-region PostgreSQL sandbox")
     sb.add_argument(

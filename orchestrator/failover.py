@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from orchestrator import decision, planning
-from orchestrator.actions import Actions, make_drivers, node_infos, slot_of
+from orchestrator.actions import Actions, AgentFence, make_drivers, node_infos, slot_of
 from orchestrator.config import Config
 from orchestrator.dnsruntime import target_of_region
 from orchestrator.dnsswitch import DnsSwitcher
@@ -82,8 +82,11 @@ class FailoverService:
         switcher: DnsSwitcher | None,
         notifier: IncidentNotifier | None = None,
         fence: Fence | None = None,
+        agent_fence: AgentFence | None = None,
     ) -> None:
         self.fence = fence
+        self.agent_fence = agent_fence
+        """Fences a node without fence_command through its node agent (agents enabled)."""
         """Checked before every runbook step (the leader's epoch); None: always allowed."""
         self.cfg = cfg
         self.switcher = switcher
@@ -135,6 +138,7 @@ class FailoverService:
             reachable=old_node.consecutive_failures == 0,
             role="primary",
             fence_command=bool(info.node.fence_command),
+            agent=self.agent_fence is not None,
         )
         others = [c.node for c in cands if c.node != cand.node] + [
             n.node.name
@@ -238,7 +242,7 @@ class FailoverService:
                 return []
             return await self.notifier.incident_event(inc, event, _now())
 
-        actions = Actions(self.cfg, self.drivers, self.switcher, on_event, notify)
+        actions = Actions(self.cfg, self.drivers, self.switcher, on_event, notify, self.agent_fence)
         executor = Executor(actions.table(), self.journal, fence=self.fence)
         result = await executor.run(
             run_id, self.runbooks[kind], context, resume_from=resume, checksum=checksum

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -102,6 +103,8 @@ class Elected:
                 epoch=s.epoch,
             ),
         )
+        self.run_in_flight: Callable[[], str | None] = lambda: None
+        """Published as ``run`` in the current-primary document while a run is in flight."""
         self._latest: tuple[Snapshot, Assessment] | None = None
         self._fresh = asyncio.Event()
         self._publish_failing = False
@@ -134,6 +137,60 @@ class Elected:
         if not current or not self.elector.is_leader:
             raise LostLeadership(self.election, epoch, "another instance holds the lease")
         return epoch
+
+    async def fence_via_agent(self, node: str) -> str:
+        """Have ``node``'s agent fence it, and return only once it is fenced for sure.
+
+        Publishes a fence request under ``{service}/fence/{node}`` (with this leader's epoch),
+        then watches the agent's heartbeat ``{service}/agents/{node}``:
+
+        * ``fenced: true`` (it obeyed, or fenced itself earlier) or a streaming replica: done;
+        * silent (no new heartbeat) for ``fence_after + interval + fence_timeout`` plus the
+          coordination timeout, counted from the last heartbeat this leader saw: done as well.
+          An agent that cannot publish has no quorum contact, and such an agent has fenced its
+          node within ``fence_after + interval + fence_timeout`` (its guarantee).
+
+        An agent that keeps publishing without fencing keeps this waiting: the runbook step's
+        timeout then aborts the failover (nothing promoted). Raises LostLeadership when this
+        instance no longer leads.
+        """
+        epoch = self.elector.epoch
+        if epoch is None:
+            raise LostLeadership(self.election, 0, "this instance does not hold the lease")
+        a, svc = self._cfg.agent, self._cfg.service
+        bound = a.fence_after + a.interval + a.fence_timeout + self._settings.timeout
+        request = {"epoch": epoch, "at": time.time(), "by": self.instance}
+        heard_at, revision = time.monotonic(), None
+        asked = False
+        while True:
+            try:
+                async with asyncio.timeout(self._settings.timeout):
+                    if not asked:
+                        await self.coordinator.publish(f"{svc}/fence/{node}", request, bound + 30)
+                        asked = True
+                        log.warning(f"asked the agent of {node} to fence it", reason="FENCE_ASKED")
+                    found = await self.coordinator.read_prefix(f"{svc}/agents/{node}")
+            except (HeliosError, TimeoutError):
+                found = {}  # no news is not proof: only silence for the whole bound is
+            pub = found.get(f"{svc}/agents/{node}")
+            if pub is not None:
+                doc = pub.document
+                if doc.get("fenced") is True:
+                    return f"{node}: fenced by its agent ({doc.get('fence_reason') or 'fenced'})"
+                if doc.get("role") == "replica" and doc.get("streaming") is True:
+                    return f"{node}: its agent reports a streaming replica (takes no writes)"
+                if pub.revision != revision:
+                    heard_at, revision = time.monotonic(), pub.revision
+            silent = time.monotonic() - heard_at
+            if silent >= bound:
+                return (
+                    f"{node}: its agent has been silent for {silent:.1f}s: without quorum "
+                    f"contact it fenced the node within {bound:g}s (agent.fence_after "
+                    f"{a.fence_after:g}s)"
+                )
+            if not self.elector.is_leader:
+                raise LostLeadership(self.election, epoch, "lost while waiting for the fence")
+            await asyncio.sleep(min(0.25, a.interval / 2))
 
     def status_fields(self) -> dict[str, Any]:
         s = self.elector.status
@@ -223,6 +280,7 @@ class Elected:
                             "epoch": epoch,
                             "at": time.time(),
                             "by": self.instance,
+                            **({"run": run} if (run := self.run_in_flight()) else {}),
                         },
                         max(self._settings.ttl * 6, 60.0),
                     )

@@ -34,6 +34,8 @@ class NodeFacts:
     role: str
     fence_command: bool
     """Whether a fence command is configured (needed to fence an unreachable node)."""
+    agent: bool = False
+    """Whether the node's agent fences it on request (node agents enabled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,11 @@ def fence_description(old: NodeFacts, kind: str) -> str:
         return f"stop writes on {old.name} (read-only, sessions terminated) and wait for replay"
     if old.fence_command:
         return f"run the fence command of {old.name} (it must stop it for good)"
+    if old.agent:
+        return (
+            f"ask the node agent of {old.name} to fence it; without quorum contact it fences "
+            "itself within agent.fence_after: the promotion waits until it certainly has"
+        )
     if old.reachable:
         return (
             f"{old.name} answers: read-only + terminate sessions (no fence_command "
@@ -189,7 +196,8 @@ def raise_if_unsafe(plan: FailoverPlan, *, primary_healthy: bool) -> None:
                 f"{c.node} lags {lag} at the moment of loss, beyond the RPO of {plan.rpo:g}s; "
                 "pass --accept-data-loss to promote it anyway"
             )
-        if not plan.old_primary.reachable and not plan.old_primary.fence_command and not plan.force:
+        old = plan.old_primary
+        if not old.reachable and not old.fence_command and not old.agent and not plan.force:
             raise UnsafePlan(
                 f"{plan.old_primary.name} is unreachable and has no fence_command: it could come "
                 "back as a second writable primary; configure a fence or pass --force"

@@ -99,7 +99,7 @@ def test_describe_lists_every_step_with_its_policy() -> None:
     assert lines[0].startswith("failover: ")
     assert len(lines) == 8
     assert "fence: fence node={{ old_primary.name }}" in lines[1]
-    assert "timeout 30s, 2 attempts" in lines[1] and "on failure abort" in lines[1]
+    assert "timeout 60s, 2 attempts" in lines[1] and "on failure abort" in lines[1]
 
 
 # --- broken variants: each message names the step (index and name) and the field ------------
