@@ -185,6 +185,7 @@ class _Parts:
             sends,
             fence=leadership.fence,
             agent_fence=elected.fence_via_agent if elected and cfg.agent.enabled else None,
+            on_record=elected.mirror_record if elected else None,
         )
         comms = Comms(
             cfg, service.incidents, sends, monitoring_period=cfg.notifications.monitoring_period

@@ -68,6 +68,9 @@ class Autopilot:
     async def _resume_unfinished(self) -> None:
         if self._tg is None or self.busy:
             return
+        adopt = getattr(self._leadership, "adopt_run", None)
+        if adopt is not None:  # the run a previous leader left, from the coordination service
+            await adopt(self._svc.journal)
         if await asyncio.to_thread(self._svc.journal.unfinished):
             self.memory = decision.Memory(
                 state=decision.State.FAILING_OVER,

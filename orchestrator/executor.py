@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
-import functools
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -78,6 +77,10 @@ class RunStatus(enum.StrEnum):
     """This orchestrator lost the leadership: it stopped before the next step and left the run
     unfinished in the journal, for the leader to resume."""
 
+
+OnRecord = Callable[[dict[str, Any]], Awaitable[None]]
+"""Told every journal record once it is on disk (the leader mirrors its run to the
+coordination service with it); it must not raise."""
 
 Fence = Callable[[], Awaitable[int | None]]
 """Checked before every step: returns the leader's epoch (None without leader election) or
@@ -188,8 +191,10 @@ class Executor:
         clock: Callable[[], float] = time.time,
         approver: Approver | None = None,
         fence: Fence | None = None,
+        on_record: OnRecord | None = None,
     ) -> None:
         self._fence = fence
+        self._on_record = on_record
         self._epoch: int | None = None
         self._actions = dict(actions)
         self._journal = journal
@@ -523,7 +528,10 @@ class Executor:
         record = {"run": run_id, "kind": kind, "at": self._clock(), **fields}
         if self._epoch is not None:
             record["epoch"] = self._epoch  # the leader's fencing token when it wrote this
-        await _durably(functools.partial(self._journal.append, record))
+        written: list[dict[str, Any]] = []
+        await _durably(lambda: written.append(self._journal.append(record)))
+        if self._on_record is not None and written:
+            await self._on_record(written[0])
 
 
 def _restored(name: str, state: Mapping[str, Any]) -> StepOutcome:

@@ -23,7 +23,7 @@ from orchestrator.config import Config
 from orchestrator.dnsruntime import target_of_region
 from orchestrator.dnsswitch import DnsSwitcher
 from orchestrator.errors import UnsafePlan, UsageError
-from orchestrator.executor import Executor, Fence, RunResult, RunStatus
+from orchestrator.executor import Executor, Fence, OnRecord, RunResult, RunStatus
 from orchestrator.incidents import Incident, IncidentStore, new_id
 from orchestrator.journal import Journal, new_run_id
 from orchestrator.model import Assessment, Verdict
@@ -83,7 +83,10 @@ class FailoverService:
         notifier: IncidentNotifier | None = None,
         fence: Fence | None = None,
         agent_fence: AgentFence | None = None,
+        on_record: OnRecord | None = None,
     ) -> None:
+        self.on_record = on_record
+        """Told every journal record (the leader mirrors its runs to the coordination service)."""
         self.fence = fence
         self.agent_fence = agent_fence
         """Fences a node without fence_command through its node agent (agents enabled)."""
@@ -243,7 +246,9 @@ class FailoverService:
             return await self.notifier.incident_event(inc, event, _now())
 
         actions = Actions(self.cfg, self.drivers, self.switcher, on_event, notify, self.agent_fence)
-        executor = Executor(actions.table(), self.journal, fence=self.fence)
+        executor = Executor(
+            actions.table(), self.journal, fence=self.fence, on_record=self.on_record
+        )
         result = await executor.run(
             run_id, self.runbooks[kind], context, resume_from=resume, checksum=checksum
         )

@@ -34,6 +34,7 @@ from orchestrator.coord import (
     build_coordinator,
 )
 from orchestrator.errors import HeliosError
+from orchestrator.journal import Journal
 from orchestrator.lease import LeaderElector
 from orchestrator.model import Assessment, Snapshot
 from orchestrator.observability.leader_metrics import LeaderMetrics
@@ -106,6 +107,8 @@ class Elected:
         self.run_in_flight: Callable[[], str | None] = lambda: None
         """Published as ``run`` in the current-primary document while a run is in flight."""
         self._latest: tuple[Snapshot, Assessment] | None = None
+        self._mirrored_run: str | None = None
+        self._mirrored: list[dict[str, Any]] = []
         self._fresh = asyncio.Event()
         self._publish_failing = False
 
@@ -191,6 +194,60 @@ class Elected:
             if not self.elector.is_leader:
                 raise LostLeadership(self.election, epoch, "lost while waiting for the fence")
             await asyncio.sleep(min(0.25, a.interval / 2))
+
+    # --- the run in flight, shared ------------------------------------------------------------
+
+    RUN_TTL = 7 * 24 * 3600.0
+    """How long the last run's mirror stays in the coordination service."""
+
+    async def mirror_record(self, record: dict[str, Any]) -> None:
+        """Publish the run this record belongs to (every record so far) under
+        ``{service}/run``, so that whoever leads next can resume or finish it. Bounded by the
+        coordination timeout; a failure is logged (the next record publishes it all again, and
+        the epoch check before the next step stops a leader cut off from the service)."""
+        if not self.elector.is_leader:
+            return  # a deposed leader never overwrites its successor's mirror
+        run = str(record["run"])
+        if self._mirrored_run != run:
+            self._mirrored_run, self._mirrored = run, []
+        self._mirrored.append({k: v for k, v in record.items() if k != "seq"})
+        doc: dict[str, Any] = {"run": run, "by": self.instance, "epoch": self.elector.epoch}
+        doc["records"] = list(self._mirrored)
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                await self.coordinator.publish(f"{self._cfg.service}/run", doc, self.RUN_TTL)
+        except (HeliosError, TimeoutError) as exc:
+            log.warning(f"run {run} not mirrored: {exc}", reason="RUN_MIRROR_FAILED")
+
+    async def adopt_run(self, journal: Journal) -> str | None:
+        """On taking the lead: bring the shared run into this instance's journal (the records
+        it lacks), so an unfinished run is resumed here, exactly where it stopped. Returns the
+        adopted run id, or None."""
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                found = await self.coordinator.read_prefix(f"{self._cfg.service}/run")
+        except (HeliosError, TimeoutError) as exc:
+            log.warning(f"cannot read the shared run: {exc}", reason="RUN_ADOPT_FAILED")
+            return None
+        pub = found.get(f"{self._cfg.service}/run")
+        records = pub.document.get("records") if pub else None
+        run = pub.document.get("run") if pub else None
+        if not isinstance(run, str) or not isinstance(records, list):
+            return None
+        known = await asyncio.to_thread(lambda: journal.runs().get(run))
+        have = len(known.records) if known is not None else 0
+        missing = [r for r in records[have:] if isinstance(r, dict)]
+        if not missing:
+            return None
+        for rec in missing:
+            await asyncio.to_thread(journal.append, rec)
+        self._mirrored_run, self._mirrored = run, [r for r in records if isinstance(r, dict)]
+        log.warning(
+            f"adopted run {run} from {pub.document.get('by') if pub else '?'} "
+            f"({len(missing)} record(s) this instance lacked)",
+            reason="RUN_ADOPTED",
+        )
+        return run
 
     def status_fields(self) -> dict[str, Any]:
         s = self.elector.status

@@ -179,3 +179,135 @@ async def instance_seeing_down(cfg: Config) -> AsyncIterator[Recorder]:
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=20)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def held_runbooks(tmp: Path, hold: float) -> Path:
+    """The product runbooks, with a pause after the failover's promotion (a window in which
+    the leader can be killed with the run half done)."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[2] / "runbooks"
+    dst = tmp / "runbooks"
+    shutil.copytree(src, dst)
+    book = yaml.safe_load((dst / "failover.yaml").read_text())
+    at = next(i for i, s in enumerate(book["steps"]) if s["name"] == "promote") + 1
+    book["steps"].insert(
+        at,
+        {
+            "name": "hold",
+            "action": "pause",
+            "params": {"seconds": hold},
+            "timeout": f"{hold + 10:g}s",
+            "on_failure": "continue",
+        },
+    )
+    (dst / "failover.yaml").write_text(yaml.safe_dump(book, sort_keys=False))
+    return dst
+
+
+def journal_records(cfg: Config) -> list[dict[str, Any]]:
+    import json
+
+    path = Path(cfg.state_dir) / "journal.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_a_run_in_flight_is_finished_exactly_once_by_the_next_leader(
+    fresh_sandbox: Any, etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    sb = fresh_sandbox
+    books = held_runbooks(tmp_path, hold=8.0)
+    cfgs, paths, procs = [], [], []
+    for name, vantage in (("orch-east", "us-east"), ("orch-west", "us-west")):
+        instance_config(sb, tmp_path, name, vantage, etcd)  # writes <name>.yaml
+        doc = yaml.safe_load(Path(tmp_path / f"{name}.yaml").read_text())
+        doc["failover"]["runbooks_dir"] = str(books)
+        doc["listen"]["port"] = free_port()
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        cfgs.append(load_config(path))
+        paths.append(path)
+    logs = [tmp_path / "east.log", tmp_path / "west.log"]
+    try:
+        for path, log in zip(paths, logs, strict=True):
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "orchestrator.cli", "run", "-c", str(path)],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
+            await asyncio.sleep(1.5)  # the first one up leads
+        urls = [f"http://127.0.0.1:{c.listen.port}" for c in cfgs]
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def lead(i: int) -> bool:
+                try:
+                    doc = (await http.get(f"{urls[i]}/v1/status")).json()
+                    return bool(doc["leadership"]["leader"])
+                except (httpx.HTTPError, KeyError, ValueError):
+                    return False
+
+            deadline = time.monotonic() + 20
+            while not (await lead(0) and not await lead(1)):
+                assert time.monotonic() < deadline, "orch-east did not lead"
+                await asyncio.sleep(0.2)
+            sb.kill("us-east")
+            # Wait until the leader's run has promoted and sits in the held step, then kill it.
+            deadline = time.monotonic() + 40
+            while not any(
+                r["kind"] == "step_started" and r.get("step") == "hold"
+                for r in journal_records(cfgs[0])
+            ):
+                assert procs[0].poll() is None, logs[0].read_text()[-3000:]
+                assert time.monotonic() < deadline, logs[0].read_text()[-3000:]
+                await asyncio.sleep(0.1)
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(10)
+            killed_at = time.monotonic()
+            deadline = killed_at + 60
+            while not any(r["kind"] == "run_finished" for r in journal_records(cfgs[1])):
+                assert procs[1].poll() is None, logs[1].read_text()[-3000:]
+                assert time.monotonic() < deadline, logs[1].read_text()[-4000:]
+                await asyncio.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    east, west = journal_records(cfgs[0]), journal_records(cfgs[1])
+    run = next(r["run"] for r in east if r["kind"] == "run_started")
+    assert not any(r["kind"] == "run_finished" for r in east)
+    mine = [r for r in west if r["run"] == run]
+    started = [r["step"] for r in mine if r["kind"] == "step_started"]
+    finished = [r["step"] for r in mine if r["kind"] == "step_finished"]
+    # Everything the first leader did is adopted; nothing it finished is done again.
+    assert started.count("fence") == 1 and started.count("promote") == 1, started
+    assert finished.count("promote") == 1, finished
+    assert [r["kind"] for r in mine].count("run_finished") == 1
+    assert any(r["kind"] == "note" and r.get("event") == "resumed" for r in mine)
+    epochs = {r["step"]: r.get("epoch") for r in mine if r["kind"] == "step_started"}
+    assert epochs["promote"] is not None and epochs["switch_dns"] > epochs["promote"], epochs
+    assert "RUN_ADOPTED" in logs[1].read_text()
