@@ -138,3 +138,13 @@ def add_daemon_arguments(parser: Any) -> None:
 
 def client_for(cfg: Config, args: Any) -> DaemonClient:
     return DaemonClient(daemon_url(cfg, args.daemon), api_token(cfg, args.token))
+
+
+def require_daemon_when_coordinated(cfg: Config, args: Any) -> None:
+    """With several instances (``coordination``), only the leader acts: a mutating command
+    run from the CLI's own process is refused (UsageError) unless it is a dry run."""
+    if cfg.coordination is not None and args.daemon is None and not args.dry_run:
+        raise UsageError(
+            "coordination is configured, so only the leader acts: run this through the "
+            "leader's control API with --daemon URL (or --dry-run to see the plan from here)"
+        )

@@ -121,7 +121,10 @@ class Autopilot:
             return {"decision": "follower", "decision_reason": "NOT_LEADER"}
         if became_leader:
             await self._resume_unfinished()
-        controls = await asyncio.to_thread(load_controls, self._cfg.state_dir)
+        controls = _shared(
+            await asyncio.to_thread(load_controls, self._cfg.state_dir),
+            getattr(self._leadership, "shared_controls", None),
+        )
         self.drill = controls.drill
         a = await self._vantage_quorum(a)
         d, mem = decision.decide(self.memory, a, controls, self._settings, a.at)
@@ -169,6 +172,10 @@ class Autopilot:
         """Where to go instead (for refusals on a follower)."""
         fields = self._leadership.status_fields()
         return f"{fields.get('instance', 'this instance')} follows ({fields.get('detail', '')})"
+
+    @property
+    def leadership(self) -> Leadership:
+        return self._leadership
 
     @property
     def leading(self) -> bool:
@@ -396,3 +403,16 @@ class Autopilot:
                     await self._svc.incidents.save_async(last[-1])
         except HeliosError as exc:
             log.error(f"could not demote stale primary {node}: {exc}", reason="DEMOTE_FAILED")
+
+
+def _shared(local: decision.Controls, shared: dict[str, Any] | None) -> decision.Controls:
+    """With several instances, pause and ack are the ones every instance shares (so a new
+    leader keeps them); the drill lock stays the local one (drills run on the leader)."""
+    if shared is None:
+        return local
+    acked = shared.get("acked_at")
+    return replace(
+        local,
+        paused=bool(shared.get("paused", False)),
+        acked_at=float(acked) if isinstance(acked, int | float) else local.acked_at,
+    )

@@ -20,7 +20,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from orchestrator.apiclient import add_daemon_arguments, client_for
+from orchestrator.apiclient import (
+    add_daemon_arguments,
+    client_for,
+    require_daemon_when_coordinated,
+)
 from orchestrator.cli_failover import open_switcher_or_none
 from orchestrator.config import Config, load_config
 from orchestrator.drill import DrillRunner
@@ -129,6 +133,7 @@ def _exit_status(result: str) -> int:
 
 
 async def _drill(cfg: Config, args: argparse.Namespace) -> int:
+    require_daemon_when_coordinated(cfg, args)
     assessor = TickAssessor(cfg)
     try:
         async with open_switcher_or_none(cfg) as switcher, open_notifier(cfg) as notifier:

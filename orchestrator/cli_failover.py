@@ -15,7 +15,11 @@ from dataclasses import replace
 from typing import Any
 
 from orchestrator import health
-from orchestrator.apiclient import add_daemon_arguments, client_for
+from orchestrator.apiclient import (
+    add_daemon_arguments,
+    client_for,
+    require_daemon_when_coordinated,
+)
 from orchestrator.config import Config, load_config
 from orchestrator.controls import load_mark, mark_path
 from orchestrator.dnsruntime import open_switcher
@@ -147,6 +151,7 @@ def _via_daemon(cfg: Config, args: argparse.Namespace, kind: str) -> int:
 
 
 async def _run(cfg: Config, args: argparse.Namespace, kind: str) -> int:
+    require_daemon_when_coordinated(cfg, args)
     async with open_switcher_or_none(cfg) as switcher, open_notifier(cfg) as notifier:
         service = FailoverService(cfg, switcher, notifier)
         try:

@@ -14,7 +14,11 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.apiclient import add_daemon_arguments, client_for
+from orchestrator.apiclient import (
+    add_daemon_arguments,
+    client_for,
+    require_daemon_when_coordinated,
+)
 from orchestrator.config import Config, load_config
 from orchestrator.controls import load_controls, load_memory, save_controls
 from orchestrator.incidents import Incident, IncidentStore
@@ -51,6 +55,7 @@ def _control(args: argparse.Namespace, action: str) -> int:
         if doc["dry_run"]:
             _print(f"dry run (the daemon at {client.base}): nothing was changed")
         return 0
+    require_daemon_when_coordinated(cfg, args)
     d = cfg.state_dir
     before = load_controls(d)
     if action == "pause":

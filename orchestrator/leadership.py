@@ -42,6 +42,10 @@ from orchestrator.observability.leader_metrics import LeaderMetrics
 log = structlog.get_logger("helios.leadership")
 
 
+CONTROLS_TTL = 365 * 24 * 3600.0
+"""The shared operator controls outlive any leader (a year; set again by every change)."""
+
+
 class Leadership(Protocol):
     """What the acting parts of the daemon need to know about leadership."""
 
@@ -107,6 +111,9 @@ class Elected:
         self.run_in_flight: Callable[[], str | None] = lambda: None
         """Published as ``run`` in the current-primary document while a run is in flight."""
         self._latest: tuple[Snapshot, Assessment] | None = None
+        self.shared_controls: dict[str, Any] | None = None
+        """The operator controls every instance shares (``{service}/controls``: paused,
+        acked_at), as of the last tick; None until read, or when never set."""
         self._mirrored_run: str | None = None
         self._mirrored: list[dict[str, Any]] = []
         self._fresh = asyncio.Event()
@@ -195,6 +202,17 @@ class Elected:
                 raise LostLeadership(self.election, epoch, "lost while waiting for the fence")
             await asyncio.sleep(min(0.25, a.interval / 2))
 
+    async def set_controls(self, paused: bool, acked_at: float | None, by: str) -> None:
+        """Share the operator controls with every instance (the next leader keeps them).
+        Raises HeliosError when the coordination service does not take them."""
+        doc = {"paused": paused, "acked_at": acked_at, "by": by, "at": time.time()}
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                await self.coordinator.publish(f"{self._cfg.service}/controls", doc, CONTROLS_TTL)
+        except TimeoutError:
+            raise CoordinationUnavailable("the coordination service did not answer") from None
+        self.shared_controls = doc
+
     # --- the run in flight, shared ------------------------------------------------------------
 
     RUN_TTL = 7 * 24 * 3600.0
@@ -258,6 +276,7 @@ class Elected:
             "leader": self.elector.is_leader,
             "epoch": self.elector.epoch,
             "detail": s.reason,
+            "shared_controls": self.shared_controls,
         }
 
     # --- publishing -------------------------------------------------------------------------------
@@ -341,6 +360,9 @@ class Elected:
                         },
                         max(self._settings.ttl * 6, 60.0),
                     )
+                key = f"{svc}/controls"
+                found = await self.coordinator.read_prefix(key)
+                self.shared_controls = dict(found[key].document) if key in found else None
             if self._publish_failing:
                 log.info("publishing to the coordination service again", reason="PUBLISH_OK")
             self._publish_failing = False

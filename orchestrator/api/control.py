@@ -212,6 +212,9 @@ class ControlPlane:
             if not self._autopilot.leading:
                 raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
             await asyncio.to_thread(save_controls, state_dir, after)
+            share = getattr(self._autopilot.leadership, "set_controls", None)
+            if share is not None:  # every instance (and the next leader) sees the change
+                await share(after.paused, after.acked_at, who.name)
             log.warning(
                 f"{action} by {who.name} through the control API"
                 + (f": {req.reason}" if req.reason else ""),

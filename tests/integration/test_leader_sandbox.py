@@ -24,6 +24,7 @@ from orchestrator.incidents import IncidentStore
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.etcd]
 TTL = 3.0
+TOKEN = "t" * 8 + "0123456789abcdef"
 
 
 @pytest.fixture
@@ -44,6 +45,9 @@ def instance_config(sb: Any, tmp: Path, name: str, vantage: str, etcd: EtcdClust
     data["state_dir"] = str(tmp / name)
     data.setdefault("failover", {})["automatic"] = True
     data["notifications"] = {"channels": []}
+    token = tmp / "api.token"
+    token.write_text(TOKEN + "\n")
+    data["api"] = {"tokens": [{"name": "oncall", "token": f"file:{token}"}]}
     data["coordination"] = {
         "endpoints": etcd.endpoints,
         "ttl": f"{TTL}s",
@@ -127,6 +131,24 @@ async def test_one_leader_acts_and_the_other_takes_over(
             assert f'"epoch":{epoch}' in journal.replace(" ", "")
             assert not (Path(cfgs[1].state_dir) / "journal.jsonl").exists()
 
+            # pause is shared: set on the leader, seen by the follower (the next leader).
+            resp = await http.post(
+                f"http://127.0.0.1:{rec_a.port}/v1/pause",
+                json={"execute": True, "reason": "shared"},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert resp.status_code == 200, resp.text
+            refused = await http.post(
+                f"http://127.0.0.1:{rec_b.port}/v1/resume",
+                json={"execute": True},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert refused.status_code == 409 and "not the leader" in refused.text
+            deadline = time.monotonic() + 5
+            while not ((await leadership(http, rec_b)).get("shared_controls") or {}).get("paused"):
+                assert time.monotonic() < deadline, "the follower never saw the shared pause"
+                await asyncio.sleep(0.2)
+
             # The leader stops (resigning its lease): the other instance leads within the ttl.
             t0 = time.monotonic()
             stop_a.set()
@@ -134,6 +156,16 @@ async def test_one_leader_acts_and_the_other_takes_over(
             assert time.monotonic() - t0 < TTL
             assert (await leadership(http, rec_b))["epoch"] > epoch
             assert await leader_gauge(http, rec_b) == 1.0
+            await rec_b.until(lambda a: True, timeout=5)  # a tick as leader: it is paused
+            status = (await http.get(f"http://127.0.0.1:{rec_b.port}/v1/status")).json()
+            assert status["leadership"]["shared_controls"]["paused"] is True
+            deadline = time.monotonic() + 5
+            while (
+                "helios_paused 1.0"
+                not in (await http.get(f"http://127.0.0.1:{rec_b.port}/metrics")).text
+            ):
+                assert time.monotonic() < deadline, "the new leader is not paused"
+                await asyncio.sleep(0.2)
 
 
 async def wait_until_leader(http: httpx.AsyncClient, rec: Recorder, timeout: float) -> None:
