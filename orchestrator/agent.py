@@ -56,9 +56,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +79,7 @@ from orchestrator.coord import (
 )
 from orchestrator.errors import ConfigError, OperationError, UsageError
 from orchestrator.observability.sdnotify import SystemdNotifier, watchdog_pings
+from orchestrator.signals import stop_on_signals
 from probes.base import Role
 from probes.postgres import PostgresProbe
 
@@ -563,23 +563,6 @@ def check_agent_config(cfg: Config, node_name: str, data_dir: Path | None) -> No
         )
 
 
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            continue
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
 async def run_agent(
     cfg: Config,
     node_name: str,
@@ -593,7 +576,7 @@ async def run_agent(
     assert cfg.coordination is not None
     stop = stop or asyncio.Event()
     coordinator = build_coordinator(cfg.coordination)
-    with _signals(stop), contextlib.closing(SystemdNotifier.from_env()) as systemd:
+    with stop_on_signals(stop), contextlib.closing(SystemdNotifier.from_env()) as systemd:
         try:
             agent = NodeAgent(
                 cfg,

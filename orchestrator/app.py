@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +46,7 @@ from orchestrator.observability.sdnotify import SystemdNotifier, watchdog_pings
 from orchestrator.observability.server import HttpServer
 from orchestrator.observe import NodeProbes, Observer
 from orchestrator.providers.db_postgres import HeartbeatWriter
+from orchestrator.signals import stop_on_signals
 from probes.http import HttpProbe
 from probes.postgres import PostgresProbe
 
@@ -106,23 +106,6 @@ def heartbeat_factory(cfg: Config) -> Callable[[str], HeartbeatWriter]:
         return HeartbeatWriter(cfg.service, node.dsn, _password(node), cfg.probes.timeout)
 
     return make
-
-
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            continue
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 def _reporting_to(systemd: SystemdNotifier, on_cycle: CycleHook | None) -> CycleHook:
@@ -260,7 +243,7 @@ async def run_daemon(
     notifier = await Notifier.create(cfg, NotifyMetrics(registry))
     observer = build_observer(cfg)
     autopilot_metrics = FailoverMetrics(registry)
-    with _signals(stop), contextlib.closing(SystemdNotifier.from_env()) as systemd:
+    with stop_on_signals(stop), contextlib.closing(SystemdNotifier.from_env()) as systemd:
         try:
             await server.start()
         except OSError as exc:
