@@ -360,7 +360,15 @@ def test_agent_without_quorum_at_start_stops_postgres_itself(
             "the fence logged with reason SELF_FENCED",
         )
         assert "killed" in fence_logs[0]["event"]
-        assert json.loads(agent.state_file.read_text())["fenced"] is True
+        # The record is written right after the fence (off the fence's path): wait for it.
+        wait(
+            lambda: (
+                agent.state_file.is_file()
+                and json.loads(agent.state_file.read_text())["fenced"] is True
+            ),
+            5,
+            "the fence recorded in the agent's state file",
+        )
         assert agent.stop() == 0
     # Whatever starts it next, it comes back as a standby, never as a primary.
     sb.start("us-east")
