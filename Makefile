@@ -45,10 +45,11 @@ test: venv postgres testtools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/pytest -m "not sandbox and not browser and not etcd" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not sandbox and not browser and not etcd and not netns" $(PYTEST_ARGS)
 
-# Benchmarks on throw-away sandboxes (~7 min): detection, lag, failover (async and sync),
-# switchover; rewrites BENCHMARKS.md. `--only NAME,...` and `--runs N` select parts.
+# Benchmarks on throw-away sandboxes (~15 min): steady state, detection, lag, failover (async
+# and sync), switchover, DR drills, leader election and fencing; rewrites BENCHMARKS.md.
+# `--only NAME,...` (then only those sections are replaced) and `--runs N` select parts.
 bench: venv postgres
 	$(BIN)/python -m tests.bench.run_bench --write BENCHMARKS.md
 

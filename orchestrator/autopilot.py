@@ -189,11 +189,25 @@ class Autopilot:
     async def _vantage_quorum(self, a: Assessment) -> Assessment:
         """With several instances, the primary is lost only when enough vantage points see it
         fail (``coordination.vantage_quorum``): a network problem near this instance alone
-        must not cause a failover."""
+        must not cause a failover. With node agents, also only once it has been failing for
+        ``agent.fence_after``: a partition shorter than that never causes a failover (its
+        agent would not have fenced it either), even for a leader elected mid-partition."""
         agreement = getattr(self._leadership, "vantage_agreement", None)
         cfg = self._cfg.coordination
         if not a.primary_loss_confirmed or a.primary is None or agreement is None or cfg is None:
             return a
+        if self._cfg.agent.enabled:
+            failing = a.node(a.primary).consecutive_failures * self._cfg.probes.interval
+            if failing < self._cfg.agent.fence_after:
+                if self._quorum_seen != (-1, -1):
+                    self._quorum_seen = (-1, -1)
+                    log.warning(
+                        f"primary {a.primary} has been failing for {failing:.1f}s, less than "
+                        f"agent.fence_after ({self._cfg.agent.fence_after:g}s): not declared "
+                        "DOWN yet",
+                        reason="PRIMARY_LOSS_TOO_RECENT",
+                    )
+                return replace(a, primary_loss_confirmed=False)
         agree, seen = await agreement(a.primary, a.at)
         if agree >= cfg.vantage_quorum:
             self._quorum_seen = None

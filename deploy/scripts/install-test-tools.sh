@@ -6,12 +6,16 @@
 #     the `prometheus` package; the Prometheus server that package contains is never started here;
 #   - etcd, the coordination service of the leader election tests
 #     (tests/integration/test_coord_etcd.py). Debian ships it in `etcd-server`; the tests start
-#     their own members on loopback ports, so the packaged etcd service is never started here.
+#     their own members on loopback ports, so the packaged etcd service is never started here;
+#   - ip (iproute2) and setpriv (util-linux), with which the partition tests
+#     (tests/integration/test_partitions.py, marker netns; root only) build network namespaces
+#     and run PostgreSQL inside them. No nftables/iptables: a partition is a link taken down.
 #
 # Idempotent: when every tool is already installed (Chromium: or $HELIOS_CHROMIUM names an
 # executable; promtool: or $HELIOS_PROMTOOL names one; etcd: or $HELIOS_ETCD names one) it only
 # says so and exits 0. Installing needs root on Debian/Ubuntu (apt-get, Debian's `chromium`,
-# `prometheus` and `etcd-server` packages); otherwise it prints what to run and exits 1.
+# `prometheus`, `etcd-server`, `iproute2` and `util-linux` packages); otherwise it prints what to
+# run and exits 1.
 set -euo pipefail
 
 find_chromium() {
@@ -45,6 +49,10 @@ find_etcd() {
     command -v etcd 2>/dev/null
 }
 
+find_program() {
+    command -v "$1" 2>/dev/null
+}
+
 missing=()     # Debian packages to install
 missing_what=() # what they provide, for messages
 if found=$(find_chromium); then
@@ -66,6 +74,19 @@ else
     missing_what+=(etcd)
 fi
 
+if found=$(find_program ip); then
+    echo "ip (iproute2) already present at $found."
+else
+    missing+=(iproute2)
+    missing_what+=("ip (iproute2)")
+fi
+if found=$(find_program setpriv); then
+    echo "setpriv (util-linux) already present at $found."
+else
+    missing+=(util-linux)
+    missing_what+=("setpriv (util-linux)")
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "Nothing to do."
     exit 0
@@ -74,8 +95,8 @@ fi
 if [ ! -r /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "Not found: ${missing_what[*]}, and this is not a Debian/Ubuntu system." >&2
     echo "Install Chromium (or set HELIOS_CHROMIUM to its executable) and Prometheus's promtool" >&2
-    echo "(or set HELIOS_PROMTOOL to it) and etcd (or set HELIOS_ETCD to it) with your" >&2
-    echo "package manager." >&2
+    echo "(or set HELIOS_PROMTOOL to it) and etcd (or set HELIOS_ETCD to it), and iproute2 and" >&2
+    echo "util-linux (ip, setpriv) for the partition tests, with your package manager." >&2
     exit 1
 fi
 
@@ -83,7 +104,8 @@ if [ "$(id -u)" -ne 0 ]; then
     cat >&2 <<MSG
 Not found: ${missing_what[*]}. The HTML report tests render pages in headless Chromium and the
 alert rule tests run promtool (Debian package prometheus), the leader election tests run etcd
-(Debian package etcd-server); installing them needs root. Run:
+(Debian package etcd-server), the partition tests need ip and setpriv (Debian packages
+iproute2, util-linux); installing them needs root. Run:
 
     sudo deploy/scripts/install-test-tools.sh
 
@@ -153,4 +175,12 @@ else
     echo "set HELIOS_ETCD to it." >&2
     status=1
 fi
+for program in ip setpriv; do
+    if found=$(find_program "$program"); then
+        echo "$program installed at $found."
+    else
+        echo "No $program executable on PATH after the install." >&2
+        status=1
+    fi
+done
 exit "$status"

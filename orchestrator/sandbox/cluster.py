@@ -24,6 +24,12 @@ stack at +10..+15; +1 and +2 are no longer used. (PostgreSQL has one ``port`` pe
 common service port needs distinct addresses; Linux routes all of 127.0.0.0/8 to ``lo`` and
 connections to 127.0.0.2/.3 leave from 127.0.0.1, which ``pg_hba.conf`` admits.)
 
+A :class:`~orchestrator.sandbox.placement.Placement` given at creation (recorded in
+``sandbox.json``) puts the regions elsewhere: other addresses, and optionally one network
+namespace per region (the partition tests), in which case the servers, ``pg_basebackup`` and
+``pg_rewind`` run through ``ip netns exec`` and ``up`` runs no DNS stack (its loopback
+listeners would be out of the namespaces' reach).
+
 When run as root, every PostgreSQL program runs as the ``postgres`` OS user. Postmasters are
 started directly (``postgres -D``) as session leaders, so their PIDs are the real ones.
 
@@ -68,6 +74,7 @@ from orchestrator.errors import ConfigError, SandboxError
 from orchestrator.sandbox import procs
 from orchestrator.sandbox.dns import RECORD, SandboxDns, dns_ports, query_a
 from orchestrator.sandbox.pgbin import PgTools
+from orchestrator.sandbox.placement import LOOPBACK_ADDRESSES, Placement
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +86,9 @@ LOCK_TIMEOUT = 300.0
 REWIND_TIMEOUT = 120.0
 STREAM_TIMEOUT = 60.0
 RESOLVE_TIMEOUT = 2.0
-SERVICE_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-"""Each region's loopback address (in ``Sandbox.REGIONS`` order), also its ``dns_target``."""
+SERVICE_ADDRESSES = LOOPBACK_ADDRESSES
+"""Each region's loopback address (in ``Sandbox.REGIONS`` order), also its ``dns_target``
+(the default placement)."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +131,10 @@ class Sandbox:
         timeout: float = 0.8,
         failure_threshold: int = 3,
         recovery_threshold: int = 3,
+        placement: Placement | None = None,
     ) -> None:
-        """``base_port=None`` means: the port recorded in ``sandbox.json``, else 55431."""
+        """``base_port=None`` means: the port recorded in ``sandbox.json``, else 55431;
+        ``placement=None``: the one recorded there, else loopback addresses, no namespaces."""
         self.state_dir = Path(state_dir).expanduser().absolute()
         if base_port is not None:
             self._check_ports(base_port)
@@ -140,6 +150,7 @@ class Sandbox:
         if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", service):
             raise SandboxError(f"service name {service!r}: use lower-case letters, digits, dashes")
         self._requested_port = base_port
+        self._requested_placement = placement
         self.service = service
         self.metrics_port = metrics_port
         self.interval = interval
@@ -196,6 +207,19 @@ class Sandbox:
         return self._requested_port if self._requested_port is not None else DEFAULT_BASE_PORT
 
     @property
+    def placement(self) -> Placement:
+        """Where the regions live: as recorded in ``sandbox.json``, else as requested."""
+        recorded = Placement.from_json(self._meta().get("placement"))
+        return recorded or self._requested_placement or Placement()
+
+    def _netns(self, region: str) -> str | None:
+        return self.placement.netns[self.REGIONS.index(self._region(region))]
+
+    def _tools(self, region: str, tools: PgTools) -> PgTools:
+        """``tools`` running in ``region``'s network namespace (if it has one)."""
+        return tools.in_netns(self._netns(region))
+
+    @property
     def service_port(self) -> int:
         """The one TCP port every region listens on (each on its own address): ``base_port``."""
         return self.base_port
@@ -206,8 +230,9 @@ class Sandbox:
         return self.service_port
 
     def host(self, region: str) -> str:
-        """The region's own loopback address: PostgreSQL listens on ``host:port`` only."""
-        return SERVICE_ADDRESSES[self.REGIONS.index(self._region(region))]
+        """The region's own address (loopback by default): PostgreSQL listens on
+        ``host:port`` only."""
+        return self.placement.hosts[self.REGIONS.index(self._region(region))]
 
     def dsn(self, region: str, dbname: str = "postgres") -> str:
         return make_conninfo(
@@ -354,7 +379,10 @@ class Sandbox:
                 )
 
     def _check_port_free(self, region: str) -> None:
-        """A region that is not running must find its address and port free."""
+        """A region that is not running must find its address and port free (not checked for
+        a region in a network namespace: its address is not bindable from here)."""
+        if self._netns(region) is not None:
+            return
         port, host = self.port(region), self.host(region)
         if self._state(region) in ("missing", "stopped") and procs.port_in_use(port, host):
             raise SandboxError(
@@ -380,6 +408,7 @@ class Sandbox:
             base_port=self.base_port,
             ports={r: self.port(r) for r in self.REGIONS},
             hosts={r: self.host(r) for r in self.REGIONS},
+            placement=self.placement.to_json(),
             pids={r: self.postmaster_pid(r) for r in self.REGIONS},
             user=tools.run_as.name,
             uid=tools.run_as.uid,
@@ -514,7 +543,12 @@ class Sandbox:
     def _configure(self, region: str, data_dir: Path, tools: PgTools) -> None:
         procs.make_dir(self._socket_dir(region), 0o700, tools.run_as)
         tools.configure(
-            data_dir, region, self.host(region), self.port(region), self._socket_dir(region)
+            data_dir,
+            region,
+            self.host(region),
+            self.port(region),
+            self._socket_dir(region),
+            self.placement.networks,
         )
 
     def _init_primary(self, region: str, tools: PgTools) -> None:
@@ -550,7 +584,9 @@ class Sandbox:
             for r in regions:
                 log.info("pg_basebackup %s from %s", r, source)
                 tmp = self._staging(r, tools)
-                proc = tools.basebackup(upstream[r], tmp, slots[r], self._log_path(r))
+                proc = self._tools(r, tools).basebackup(
+                    upstream[r], tmp, slots[r], self._log_path(r)
+                )
                 running.append((r, tmp, proc))
             deadline = time.monotonic() + TOOL_TIMEOUT
             for r, _tmp, proc in running:
@@ -592,7 +628,7 @@ class Sandbox:
         self._configure(region, data_dir, tools)
         procs.clear_stale_locks(data_dir, self._socket_dir(region) / f".s.PGSQL.{port}.lock")
         log.info("starting %s on %s:%d", region, self.host(region), port)
-        return tools.postmaster(data_dir, self._log_path(region))
+        return self._tools(region, tools).postmaster(data_dir, self._log_path(region))
 
     def _wait_ready(self, region: str, proc: subprocess.Popen[bytes]) -> None:
         data_dir = self.data_dir(region)
@@ -663,6 +699,14 @@ class Sandbox:
         """Create what is missing, start what is stopped, resume what is hung."""
         tools = PgTools.resolve()
         self._check_traversable(tools.run_as)
+        placed = Placement.from_json(self._meta().get("placement"))
+        if placed and self._requested_placement not in (None, placed):
+            raise SandboxError(
+                f"{self.state_dir} was created with another placement ({placed.to_json()}); "
+                "use another --state-dir, or `sandbox down --purge` first"
+            )
+        self.placement.check_usable()
+        with_dns = not self.placement.uses_netns
         recorded = self._meta().get("base_port")
         if recorded is not None and self._requested_port not in (None, recorded):
             raise SandboxError(
@@ -675,7 +719,8 @@ class Sandbox:
             raise SandboxError(f"state dir path too long for a unix socket: {socket_path}")
         for region in self.REGIONS:
             self._check_port_free(region)
-        self._dns.check_ports_free()
+        if with_dns:
+            self._dns.check_ports_free()
         procs.make_dir(self.state_dir, 0o755)
         self._check_traversable(tools.run_as)
         with self._locked():
@@ -686,7 +731,8 @@ class Sandbox:
             new_password = self._ensure_password()
             self._save_meta(tools)
             self._dns.ensure_secrets()
-            dns_proc = self._dns.spawn()  # starts in the background while PostgreSQL comes up
+            # The DNS stack starts in the background while PostgreSQL comes up.
+            dns_proc = self._dns.spawn() if with_dns else None
             if not any(self._exists(r) for r in self.REGIONS):
                 self._init_primary(self.REGIONS[0], tools)
                 self._save_meta(tools, bootstrapped=False)
@@ -698,7 +744,7 @@ class Sandbox:
             if missing:
                 self._clone(missing, self._running_primary(f"create {', '.join(missing)}"), tools)
                 self._start(missing, tools)
-            dns = self._up_dns(dns_proc)
+            dns = self._up_dns(dns_proc) if with_dns else None
             self._write_orchestrator_config(dns)
             self._save_meta(tools)
         return self.status()
@@ -845,7 +891,7 @@ class Sandbox:
                     dbname="postgres",
                     connect_timeout=5,
                 )
-                out = tools.rewind(
+                out = self._tools(region, tools).rewind(
                     data_dir, source, self.password(), self._log_path(region), REWIND_TIMEOUT
                 )
             finally:

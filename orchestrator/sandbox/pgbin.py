@@ -8,16 +8,19 @@ Binary search order: ``$HELIOS_PG_BINDIR``, then the highest version under
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import SandboxError
 from orchestrator.sandbox import procs
+from orchestrator.sandbox.placement import netns_prefix
 
 ENV_BINDIR = "HELIOS_PG_BINDIR"
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -106,6 +109,9 @@ def find_pg_binaries(environ: dict[str, str] | None = None) -> PgBinaries:
 
 # --- running the programs, and the files they read -------------------------------------------
 
+_Ids = tuple[int | None, int | None, list[int] | None]
+"""Popen's ``user``, ``group`` and ``extra_groups``."""
+
 CONF_NAME = "helios-sandbox.conf"
 HBA = (
     "# Written by the helios sandbox.\n"
@@ -113,6 +119,15 @@ HBA = (
     "host replication replicator 127.0.0.0/8 trust\n"
     "host all all 127.0.0.0/8 scram-sha-256\n"
 )
+
+
+def hba(networks: Sequence[str] = ()) -> str:
+    """``pg_hba.conf``: :data:`HBA`, plus the same two TCP rules for each of ``networks``."""
+    extra = "".join(
+        f"host replication replicator {net} trust\nhost all all {net} scram-sha-256\n"
+        for net in networks
+    )
+    return HBA + extra
 
 
 def quote(value: str) -> str:
@@ -151,17 +166,34 @@ def server_conf(region: str, address: str, port: int, socket_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class PgTools:
-    """The binaries plus the OS user and environment every PostgreSQL program runs with."""
+    """The binaries plus the OS user and environment every PostgreSQL program runs with, and
+    the network namespace it runs in (None: the caller's; see
+    :mod:`orchestrator.sandbox.placement`)."""
 
     bin: PgBinaries
     run_as: procs.RunAs
     env: dict[str, str]
+    netns: str | None = None
 
     @classmethod
     def resolve(cls) -> PgTools:
         run_as = procs.RunAs.resolve()
         binaries = find_pg_binaries()
         return cls(binaries, run_as, procs.pg_env(binaries.bindir, run_as))
+
+    def in_netns(self, netns: str | None) -> PgTools:
+        """The same tools, running their programs in network namespace ``netns``."""
+        return dataclasses.replace(self, netns=netns)
+
+    def _launch(self, argv: list[str]) -> tuple[list[str], _Ids]:
+        """The argv and the Popen ``user``/``group``/``extra_groups``: in a namespace,
+        ``ip netns exec`` runs as the caller (root) and ``setpriv`` switches to the
+        PostgreSQL user."""
+        ra = self.run_as
+        if self.netns is None:
+            return argv, (ra.popen_user, ra.popen_group, ra.popen_extra_groups)
+        ids = (ra.uid, ra.gid) if ra.switch else (None, None)
+        return [*netns_prefix(self.netns, *ids), *argv], (None, None, None)
 
     def popen(
         self, argv: list[str], log_path: Path, cwd: Path, new_session: bool = False
@@ -171,17 +203,18 @@ class PgTools:
             if not new_session:
                 log.write(f"\n--- {' '.join(argv)}\n".encode())
                 log.flush()
+            full, (user, group, extra_groups) = self._launch(argv)
             return subprocess.Popen(
-                argv,
+                full,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 env=self.env,
                 start_new_session=new_session,
-                user=self.run_as.popen_user,
-                group=self.run_as.popen_group,
-                extra_groups=self.run_as.popen_extra_groups,
+                user=user,
+                group=group,
+                extra_groups=extra_groups,
             )
 
     def finish(
@@ -244,17 +277,18 @@ class PgTools:
         argv = [self.bin.pg_rewind, f"--target-pgdata={data_dir}", f"--source-server={source}"]
         with log_path.open("ab") as log:
             log.write(f"\n--- {' '.join(argv)}\n".encode())
+        full, (user, group, extra_groups) = self._launch(argv)
         proc = subprocess.Popen(
-            argv,
+            full,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=data_dir.parent,
             env={**self.env, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"},
             start_new_session=True,  # its single-user postgres child is killed with it
-            user=self.run_as.popen_user,
-            group=self.run_as.popen_group,
-            extra_groups=self.run_as.popen_extra_groups,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
         )
         try:
             raw, _ = proc.communicate(timeout=timeout)
@@ -287,11 +321,18 @@ class PgTools:
         procs.write_private(path, text, 0o600, self.run_as)
 
     def configure(
-        self, data_dir: Path, region: str, address: str, port: int, socket_dir: Path
+        self,
+        data_dir: Path,
+        region: str,
+        address: str,
+        port: int,
+        socket_dir: Path,
+        networks: Sequence[str] = (),
     ) -> None:
-        """(Re)write the sandbox settings and pg_hba.conf, and include the settings once."""
+        """(Re)write the sandbox settings and pg_hba.conf (admitting ``networks`` besides
+        loopback), and include the settings once."""
         self.write(data_dir / CONF_NAME, server_conf(region, address, port, socket_dir))
-        self.write(data_dir / "pg_hba.conf", HBA)
+        self.write(data_dir / "pg_hba.conf", hba(networks))
         main = data_dir / "postgresql.conf"
         include = f"include {quote(CONF_NAME)}"
         if include not in main.read_text(encoding="utf-8").splitlines():

@@ -82,3 +82,18 @@ def fresh_sandbox() -> Iterator[Sandbox]:
     """A sandbox of its own for one destructive test."""
     with sandbox_in_tmp("helios-fresh-") as sb:
         yield sb
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leftover check for the partition lab: any network namespace a lab of this session
+    created and did not delete is cleaned up here (its processes killed, the namespace
+    deleted) and fails the session."""
+    import sys
+
+    netlab = sys.modules.get("netlab")
+    if netlab is None:
+        return
+    left = netlab.cleanup_leftovers()
+    if left:
+        sys.stderr.write(f"\nERROR: network namespaces left behind (now deleted): {left}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
