@@ -16,11 +16,19 @@ of 16 ports, and measures:
    a switchover drill and a failover drill, both with failback; RTO, RPO, write unavailability
    and lost commits per leg, the runbook steps' durations, the drill's duration and result;
    3 runs each, every run on a fresh sandbox.
+6. ``leader`` (:mod:`tests.bench.leader`): leader election and fencing on a real three-member
+   etcd cluster with the default production timing: handover after a clean stop, after a
+   SIGKILL of the leader's process and when the leader is partitioned; the local step-down of a
+   leader cut off from etcd; lease renewal latency; the node agent's self-fence when etcd
+   freezes and the leader's fence request through the agent (fresh sandboxes); 3 trials each.
 
 Parts 1-3 share one sandbox. ``--only PART[,PART...]`` runs a selection (default: all);
-``--runs N`` sets the runs per scenario of parts 4 and 5 (e.g. 1 for a quick check). The results
-are printed as Markdown and, with ``--write FILE``, replace FILE entirely. Every sandbox is
-destroyed at the end, also on failure or Ctrl-C; nothing is left running.
+``--runs N`` sets the runs per scenario of parts 4-6 (e.g. 1 for a quick check). The results
+are printed as Markdown. With ``--write FILE`` a full run replaces FILE entirely; a partial run
+replaces (or adds) only the sections of the parts that ran in an existing FILE and leaves the
+rest byte for byte, with a note in each replaced section (see :func:`merge_sections`). Every
+sandbox, etcd member and agent is stopped at the end, also on failure or Ctrl-C; nothing is left
+running.
 
 Run from the repository root: ``python -m tests.bench.run_bench --write BENCHMARKS.md``.
 """
@@ -34,13 +42,14 @@ import itertools
 import math
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -53,7 +62,7 @@ from orchestrator.errors import SandboxError
 from orchestrator.model import Verdict
 from orchestrator.observability.logging import configure_logging
 from orchestrator.sandbox import Sandbox, find_pg_binaries
-from tests.bench import drill, failover
+from tests.bench import drill, failover, leader
 from tests.bench.common import (
     FAILURE_THRESHOLD,
     INTERVAL,
@@ -93,7 +102,18 @@ SERIES_PARTS = ("failover", "failover-sync", "switchover")
 """Parts whose every run has a fresh sandbox of its own."""
 DRILL_PART = "drill"
 """Drills (switchover and failover, with failback), every run on a fresh sandbox of its own."""
-PARTS = (*SHARED_PARTS, *SERIES_PARTS, DRILL_PART)
+LEADER_PART = "leader"
+"""Leader election and fencing on its own etcd cluster (fresh sandboxes for the agent)."""
+PARTS = (*SHARED_PARTS, *SERIES_PARTS, DRILL_PART, LEADER_PART)
+SECTION_OF = {
+    "steady": 1,
+    "detection": 2,
+    "lag": 3,
+    **dict.fromkeys(SERIES_PARTS, 4),
+    DRILL_PART: 5,
+    LEADER_PART: 6,
+}
+"""The report section (``## N.``) of each part."""
 
 
 # --- 1. steady state -------------------------------------------------------------------------
@@ -437,6 +457,7 @@ class Results:
     cycle_errors: int = 0
     series: dict[str, Series] = field(default_factory=dict)
     drills: dict[str, drill.DrillSeries] = field(default_factory=dict)
+    election: leader.LeaderPart | None = None
 
     @property
     def shared(self) -> bool:
@@ -520,16 +541,28 @@ def dist_row(name: str, d: Dist, fmt: Callable[[float], str]) -> str:
 
 def findings(r: Results) -> list[str]:
     """Anomalies worth a reader's attention, computed from the numbers (never hidden)."""
-    out = []
+    return [f for section in sorted(_findings_by_section(r).items()) for f in section[1]]
+
+
+def _findings_by_section(r: Results) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
     if r.steady is not None:
-        out.extend(_steady_findings(r.steady))
-    out.extend(_detection_findings(r.trials))
+        out[1] = _steady_findings(r.steady)
+    if r.trials:
+        out[2] = _detection_findings(r.trials)
     if r.lag is not None:
-        out.extend(_lag_findings(r.lag))
+        out[3] = _lag_findings(r.lag)
     if r.shared and r.cycle_errors:
-        out.append(f"{r.cycle_errors} tick(s) failed unexpectedly (helios_cycle_errors_total).")
-    out.extend(failover.findings(r.series))
-    out.extend(drill.findings(r.drills))
+        first = min(SECTION_OF[p] for p in r.parts if p in SHARED_PARTS)
+        out.setdefault(first, []).append(
+            f"{r.cycle_errors} tick(s) failed unexpectedly (helios_cycle_errors_total)."
+        )
+    if r.series:
+        out[4] = failover.findings(r.series)
+    if r.drills:
+        out[5] = drill.findings(r.drills)
+    if r.election is not None:
+        out[6] = leader.findings(r.election)
     return out
 
 
@@ -600,8 +633,9 @@ def render(m: Machine, r: Results) -> str:
     add("# Benchmarks")
     add("")
     add(
-        "> **Generated file** — written by `make bench` (`tests/bench/run_bench.py`); every run "
-        "replaces it entirely. Do not edit by hand."
+        "> **Generated file** — written by `make bench` (`tests/bench/run_bench.py`); a full run "
+        "replaces it entirely, a partial run (`--only PART`) only the sections of its parts. Do "
+        "not edit by hand."
     )
     add("")
     add(f"Run of {m.date} (total {m.runtime:.0f} s, sandbox creation included).")
@@ -629,7 +663,8 @@ def render(m: Machine, r: Results) -> str:
     add(
         "The sandbox (primary `us-east`, streaming replicas `us-west` and `eu`, and the DNS "
         "stand-ins) runs on this machine on loopback ports, in a fresh directory under /tmp "
-        "(sections 1-3 share one; every run of sections 4 and 5 has its own); the daemon "
+        "(sections 1-3 share one; every run of sections 4 and 5 has its own; section 6 runs "
+        "its own etcd cluster, and fresh sandboxes for the node agent); the daemon "
         "(`orchestrator.app.run_daemon`) runs inside the benchmark process, with the sandbox's "
         "generated configuration and the probe settings above (in sections 1-3 with "
         "`failover.automatic: false`: their trials kill or freeze the primary and bring it "
@@ -649,6 +684,8 @@ def render(m: Machine, r: Results) -> str:
         lines.extend(failover.render_section(r.series))
     if r.drills:
         lines.extend(drill.render_section(r.drills))
+    if r.election is not None:
+        lines.extend(leader.render_section(r.election))
     add("## Findings")
     add("")
     add(
@@ -815,6 +852,84 @@ def _render_lag(lag: Lag) -> list[str]:
     return lines
 
 
+# --- writing: a full run replaces the file, a partial run only its sections ----------------
+
+_HEADING = re.compile(r"^## ", re.MULTILINE)
+_NUMBERED = re.compile(r"## (\d+)\. ")
+_RUN_OF = re.compile(r"^Run of (.+?) \(", re.MULTILINE)
+TITLE = "# Benchmarks"
+
+
+def split_sections(text: str) -> tuple[str, list[str]]:
+    """(the text before the first ``## `` heading, the chunks from each ``## `` heading up to
+    the next one); joined again they are ``text`` exactly."""
+    starts = [m.start() for m in _HEADING.finditer(text)]
+    if not starts:
+        return text, []
+    return text[: starts[0]], [text[a:b] for a, b in itertools.pairwise([*starts, len(text)])]
+
+
+def section_number(chunk: str) -> int | None:
+    m = _NUMBERED.match(chunk)
+    return int(m.group(1)) if m else None
+
+
+def merge_sections(old: str, new: dict[int, str]) -> str:
+    """``old`` with each section ``## N.`` of ``new`` in place of its namesake, or inserted in
+    order (before the first section with a larger number, else after the last numbered one,
+    else before ``## Findings``); every other byte of ``old`` stays as it was."""
+    preamble, chunks = split_sections(old)
+    for n, text in sorted(new.items()):
+        numbers = [section_number(c) for c in chunks]
+        if n in numbers:
+            chunks[numbers.index(n)] = text
+            continue
+        at = next((i for i, k in enumerate(numbers) if k is not None and k > n), None)
+        if at is None:
+            numbered = [i for i, k in enumerate(numbers) if k is not None]
+            if numbered:
+                at = numbered[-1] + 1
+            else:
+                at = next(
+                    (i for i, c in enumerate(chunks) if c.startswith("## Findings")), len(chunks)
+                )
+        chunks.insert(at, text)
+    return preamble + "".join(chunks)
+
+
+def merges_into(path: Path, parts: tuple[str, ...]) -> str | None:
+    """The existing report a partial run's sections go into (None: write the file whole)."""
+    if parts == PARTS or not path.is_file():
+        return None
+    old = path.read_text(encoding="utf-8")
+    return old if old.startswith(TITLE) else None
+
+
+def partial_update(m: Machine, r: Results, old: str, report: str) -> str:
+    """``old`` with the sections of the parts that ran taken from ``report``, each with a note
+    on the partial run and its findings for that section."""
+    _, chunks = split_sections(report)
+    found = _findings_by_section(r)
+    ran = {SECTION_OF[p] for p in r.parts}
+    previous = _RUN_OF.search(old)
+    sections: dict[int, str] = {}
+    for chunk in chunks:
+        n = section_number(chunk)
+        if n is None or n not in ran:
+            continue
+        mine = found.get(n, [])
+        note = [
+            f"> **Partial update**: this section comes from the run of {m.date} with `--only "
+            f"{','.join(r.parts)}` (total {m.runtime:.0f} s; load average (1 min) start / end "
+            f"{m.load_start:.2f} / {m.load_end:.2f}); the machine table above and the Findings "
+            f"at the end are from the run of {previous.group(1) if previous else 'an earlier run'}"
+            ". This section's findings in the partial run:" + (" none." if not mine else ""),
+            *(f"> - {f}" for f in mine),
+        ]
+        sections[n] = chunk.rstrip("\n") + "\n\n" + "\n".join(note) + "\n\n"
+    return merge_sections(old, sections)
+
+
 def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -850,11 +965,19 @@ def main(argv: list[str] | None = None) -> int:
         "--runs",
         type=positive,
         default=None,
-        help=f"runs per failover/switchover scenario (default {failover.RUNS}) and per drill "
-        f"kind (default {drill.RUNS})",
+        help=f"runs per failover/switchover scenario (default {failover.RUNS}), per drill "
+        f"kind (default {drill.RUNS}) and per leader-election measure (default {leader.RUNS})",
     )
     args = parser.parse_args(argv)
     parts: tuple[str, ...] = args.only
+    series = [p for p in SERIES_PARTS if p in parts]
+    partial_series = 0 < len(series) < len(SERIES_PARTS)
+    if args.write is not None and partial_series and merges_into(args.write, parts) is not None:
+        parser.error(
+            f"section 4 holds {', '.join(SERIES_PARTS)} together: a partial run written "
+            f"into the existing {args.write} would drop the others; select all three or "
+            "none of them (or write to a new file)"
+        )
     signal.signal(signal.SIGTERM, _sigterm)
     configure_logging("warning")  # no per-tick log lines; warnings and errors still show
     install_reason_log()
@@ -877,6 +1000,10 @@ def main(argv: list[str] | None = None) -> int:
             for kind in drill.KINDS:
                 progress(f"drill {kind} (with failback): {runs} runs, each on a fresh sandbox")
                 results.drills[kind] = drill.run_series(kind, runs)
+        if LEADER_PART in parts:
+            runs = args.runs or leader.RUNS
+            progress(f"leader election and fencing: {runs} trial(s) per measure")
+            results = replace(results, election=leader.run_part(runs))
     except (KeyboardInterrupt, Interrupted):
         progress("interrupted; nothing written")
         return 130
@@ -898,10 +1025,14 @@ def main(argv: list[str] | None = None) -> int:
     report = render(machine, results)
     print(report)
     if args.write is not None:
+        old = merges_into(args.write, parts)
+        text = report + "\n" if old is None else partial_update(machine, results, old, report)
         tmp = args.write.with_name(args.write.name + ".tmp")
-        tmp.write_text(report + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(args.write)
-        progress(f"wrote {args.write}")
+        sections = ", ".join(str(n) for n in sorted({SECTION_OF[p] for p in parts}))
+        how = "" if old is None else f" (section(s) {sections} only; the rest as it was)"
+        progress(f"wrote {args.write}{how}")
     return 0
 
 
