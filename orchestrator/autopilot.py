@@ -285,14 +285,14 @@ class Autopilot:
             if ok:
                 self.incident = None
 
-    def start_operator_run(self, plan: FailoverPlan, requested_by: str) -> Incident:
+    async def start_operator_run(self, plan: FailoverPlan, requested_by: str) -> Incident:
         """Run an operator's plan (from the control API) as the daemon's one run in flight.
 
         Raises :class:`Busy` (nothing started) while a failover, switchover or drill holds the
         topology. A failover adopts the incident the daemon already has open for the lost
         primary; otherwise a new incident records the run. Returns the incident at once; the
         run goes on in a task of the daemon's TaskGroup (a client that disconnects does not
-        stop it).
+        stop it). The incident is on disk when this returns.
         """
         if self._tg is None:
             raise Busy("the daemon is still starting; try again in a moment")
@@ -315,6 +315,8 @@ class Autopilot:
         self._task = self._tg.create_task(
             self._operator_run(plan, inc, adopted is not None), name=f"operator-{plan.kind}"
         )
+        # On disk before the caller hears of it: a client may read it back at once.
+        await self._svc.incidents.save_async(inc)
         return inc
 
     async def _operator_run(self, plan: FailoverPlan, inc: Incident, adopted: bool) -> None:

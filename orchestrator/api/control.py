@@ -132,7 +132,7 @@ class ControlPlane:
             )
         if not req.execute:
             return {"dry_run": True, "plan": plan.to_dict()}
-        inc = self._autopilot.start_operator_run(plan, who.name)
+        inc = await self._autopilot.start_operator_run(plan, who.name)
         log.warning(
             f"{kind} to {plan.candidate.node} ({plan.candidate.region}) started by "
             f"{who.name} through the control API",

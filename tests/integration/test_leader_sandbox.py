@@ -196,6 +196,11 @@ async def test_no_failover_until_a_quorum_of_vantage_points_sees_the_primary_fai
         async with instance_seeing_down(west) as rec_b:
             await rec_a.until(lambda a: a.primary not in (None, "us-east-1"), timeout=30)
             assert rec_b.ticks
+        # The run goes on after the promotion (DNS, verification, notification).
+        deadline = time.monotonic() + 60
+        while not all(i.closed_at for i in IncidentStore(east.state_dir).all()):
+            assert time.monotonic() < deadline, "the failover run did not finish"
+            await asyncio.sleep(0.2)
         [inc] = IncidentStore(east.state_dir).all()
         assert inc.status == "failed_over"
 
