@@ -121,10 +121,7 @@ class Autopilot:
             return {"decision": "follower", "decision_reason": "NOT_LEADER"}
         if became_leader:
             await self._resume_unfinished()
-        controls = _shared(
-            await asyncio.to_thread(load_controls, self._cfg.state_dir),
-            getattr(self._leadership, "shared_controls", None),
-        )
+        controls = self.controls(await asyncio.to_thread(load_controls, self._cfg.state_dir))
         self.drill = controls.drill
         a = await self._vantage_quorum(a)
         d, mem = decision.decide(self.memory, a, controls, self._settings, a.at)
@@ -168,18 +165,22 @@ class Autopilot:
             "level": level.level,
         }
 
-    def leader_hint(self) -> str:
-        """Where to go instead (for refusals on a follower)."""
-        fields = self._leadership.status_fields()
-        return f"{fields.get('instance', 'this instance')} follows ({fields.get('detail', '')})"
+    def require_leader(self) -> None:
+        """Raise Busy (nothing started) unless this instance leads: a follower never acts."""
+        if not self._leadership.is_leader:
+            fields = self._leadership.status_fields()
+            raise Busy(
+                f"this instance is not the leader: {fields.get('instance', 'this instance')} "
+                f"follows ({fields.get('detail', '')})"
+            )
+
+    def controls(self, local: decision.Controls) -> decision.Controls:
+        """The operator controls in force: ``local`` with the shared pause and ack applied."""
+        return _shared(local, getattr(self._leadership, "shared_controls", None))
 
     @property
     def leadership(self) -> Leadership:
         return self._leadership
-
-    @property
-    def leading(self) -> bool:
-        return self._leadership.is_leader
 
     def _wake(self, a: Assessment) -> None:
         for fut in self._waiters:
@@ -296,8 +297,7 @@ class Autopilot:
         """
         if self._tg is None:
             raise Busy("the daemon is still starting; try again in a moment")
-        if not self._leadership.is_leader:
-            raise Busy(f"this instance is not the leader: {self.leader_hint()}")
+        self.require_leader()
         if self.busy:
             raise Busy("a failover or switchover is already running")
         if self.drill is not None:

@@ -149,8 +149,7 @@ class ControlPlane:
         }
 
     def _refuse_if_busy(self) -> None:
-        if not self._autopilot.leading:
-            raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
+        self._autopilot.require_leader()
         if self._autopilot.busy:
             raise Busy("a failover or switchover is already running")
         if self._drills.busy:
@@ -169,8 +168,7 @@ class ControlPlane:
             return {"dry_run": True, "drill": record, "planned": planned}
         if self._tg is None:
             raise Busy("the daemon is still starting; try again in a moment")
-        if not self._autopilot.leading:
-            raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
+        self._autopilot.require_leader()
         drill_id = await self._drills.start(self._tg, req.kind, req.to, req.failback, who.name)
         return {
             "dry_run": False,
@@ -184,7 +182,7 @@ class ControlPlane:
     async def control(self, action: str, req: ControlRequest, who: Principal) -> dict[str, Any]:
         """pause / resume / ack: the change to the operator controls the next tick reads."""
         state_dir = self.cfg.state_dir
-        before = await asyncio.to_thread(load_controls, state_dir)
+        before = self._autopilot.controls(await asyncio.to_thread(load_controls, state_dir))
         now = time.time()
         if action == "pause":
             after = replace(before, paused=True)
@@ -209,8 +207,7 @@ class ControlPlane:
             "after": {"paused": after.paused, "acked_at": after.acked_at},
         }
         if req.execute:
-            if not self._autopilot.leading:
-                raise Busy(f"this instance is not the leader: {self._autopilot.leader_hint()}")
+            self._autopilot.require_leader()
             await asyncio.to_thread(save_controls, state_dir, after)
             share = getattr(self._autopilot.leadership, "set_controls", None)
             if share is not None:  # every instance (and the next leader) sees the change
